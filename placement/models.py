@@ -1,0 +1,436 @@
+"""The engine's value types: workloads, offers (inventory), policies and plans.
+
+Every model is a frozen pydantic v2 model that rejects unknown fields, so a typo in a YAML file is an
+error rather than a silently ignored key. Names carry their units (``hourly_usd``, ``memory_gib``,
+``max_latency_ms``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from placement.gpus import GPU_MODELS, known_gpu_names, resolve_gpu
+
+ProviderKind = Literal["hyperscaler", "specialist", "on-prem", "edge"]
+CapacityType = Literal["on-demand", "spot", "reserved", "owned"]
+WorkloadKind = Literal["service", "batch"]
+PoolUnit = Literal["instances", "gpus", "vcpus"]
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _gpu_name(value: str) -> str:
+    found = resolve_gpu(value)
+    if found is None:
+        raise ValueError(f"unknown GPU model {value!r}; known models: {', '.join(known_gpu_names())}")
+    return found[0]
+
+
+class GeoPoint(Frozen):
+    lat: float = Field(ge=-90, le=90, description="latitude in degrees")
+    lon: float = Field(ge=-180, le=180, description="longitude in degrees")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inventory
+# --------------------------------------------------------------------------------------------------
+
+
+class Offer(Frozen):
+    """One purchasable shape: an instance type (or on-prem node shape) in one place and capacity type.
+
+    ``available`` is how many more instances can be had (capacity or quota headroom); None means no
+    known limit. Shared limits (a regional vCPU quota, an on-prem pool's GPUs) are capacity pools that
+    several offers draw from. An offer that cannot be bought right now keeps its place in the
+    inventory with ``unavailable_reason`` set, so that explanations can name it.
+    """
+
+    id: str = Field(default="", description="unique id; derived from provider/region/zone/type/capacity")
+    provider: Name
+    provider_kind: ProviderKind
+    region: Name
+    zone: Name | None = None
+    country: CountryCode
+    jurisdiction: Annotated[str, Field(min_length=2, max_length=16)]
+    certifications: tuple[str, ...] = ()
+    instance_type: Annotated[str, Field(min_length=1)]
+    gpu_model: str
+    gpu_count: PosInt
+    gpu_memory_gib: Annotated[float, Field(gt=0)]
+    vcpus: PosInt
+    memory_gib: Annotated[float, Field(gt=0)]
+    capacity_type: CapacityType
+    hourly_usd: NonNegFloat = Field(description="price of one instance per hour, USD")
+    available: NonNegInt | None = Field(default=None, description="instances obtainable; null = unlimited")
+    pools: tuple[str, ...] = Field(default=(), description="ids of shared capacity pools this offer draws on")
+    carbon_g_per_kwh: NonNegFloat | None = None
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.0
+    gpu_power_kw: Annotated[float, Field(gt=0)] | None = None
+    location: GeoPoint
+    egress_usd_per_gb: NonNegFloat = 0.0
+    unavailable_reason: str | None = None
+
+    @field_validator("gpu_model", mode="before")
+    @classmethod
+    def _canon_gpu(cls, value: Any) -> Any:
+        return _gpu_name(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> Offer:
+        if not self.id:
+            parts = [self.provider, self.region, *([self.zone] if self.zone else []), self.instance_type,
+                     self.capacity_type]
+            object.__setattr__(self, "id", "/".join(parts))
+        return self
+
+    @property
+    def region_key(self) -> str:
+        return f"{self.provider}/{self.region}"
+
+    @property
+    def gpu_family(self) -> str:
+        return GPU_MODELS[self.gpu_model].family
+
+
+class CapacityPool(Frozen):
+    """A limit shared by several offers: quota headroom, an on-prem cluster's free GPUs, ..."""
+
+    id: Annotated[str, Field(min_length=1)]
+    limit: NonNegInt
+    unit: PoolUnit
+    description: str = ""
+
+
+class SnapshotInfo(Frozen):
+    name: str
+    taken_on: dt.date
+    prices: str = Field(description="what the prices are, e.g. 'public list prices'")
+    sources: tuple[str, ...] = ()
+    notes: str = ""
+
+
+class Inventory(Frozen):
+    snapshot: SnapshotInfo
+    offers: tuple[Offer, ...]
+    pools: tuple[CapacityPool, ...] = ()
+    # Measured latency in ms from a users' location name to "provider/region". Wins over estimates.
+    latency_ms: dict[str, dict[str, NonNegFloat]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Inventory:
+        seen: set[str] = set()
+        for offer in self.offers:
+            if offer.id in seen:
+                raise ValueError(f"duplicate offer id {offer.id!r}")
+            seen.add(offer.id)
+        pool_ids = {p.id for p in self.pools}
+        for offer in self.offers:
+            for pool in offer.pools:
+                if pool not in pool_ids:
+                    raise ValueError(f"offer {offer.id!r} refers to unknown capacity pool {pool!r}")
+        return self
+
+    def region_keys(self) -> set[str]:
+        return {o.region_key for o in self.offers}
+
+
+# --------------------------------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------------------------------
+
+
+class GpuRequest(Frozen):
+    """GPUs per replica.
+
+    ``count`` is in GPUs of the reference model: the model whose relative throughput is 1.0 (or the
+    first model listed when no throughput is given). An alternative model with relative throughput
+    ``t`` needs ``ceil(count / t)`` GPUs: with ``throughput: {A100: 1, H100: 2}`` and ``count: 2``,
+    one H100 stands in for two A100s.
+    """
+
+    models: Annotated[tuple[str, ...], Field(min_length=1)]
+    count: PosInt
+    min_memory_gib: NonNegFloat = 0.0
+    throughput: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _canon_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(_gpu_name(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("throughput", mode="before")
+    @classmethod
+    def _canon_throughput(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {(_gpu_name(k) if isinstance(k, str) else k): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> GpuRequest:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models lists the same GPU model twice")
+        extra = set(self.throughput) - set(self.models)
+        if extra:
+            raise ValueError(f"throughput names models not in models: {', '.join(sorted(extra))}")
+        return self
+
+
+class UserLocation(Frozen):
+    name: Name
+    location: GeoPoint
+    max_latency_ms: Annotated[float, Field(gt=0)]
+
+
+class Residency(Frozen):
+    countries: tuple[CountryCode, ...] = ()
+    regions: tuple[str, ...] = Field(default=(), description="'provider/region' or a bare region name")
+    jurisdictions: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.countries or self.regions or self.jurisdictions)
+
+
+class Spread(Frozen):
+    min_providers: PosInt = 1
+    min_regions: PosInt = 1
+
+
+class Dataset(Frozen):
+    """Where a workload's data lives. Compute elsewhere pays egress from the data's region."""
+
+    provider: Name
+    region: Name
+    size_gb: NonNegFloat
+    amortization_hours: Annotated[float, Field(gt=0)] = Field(
+        default=730.0, description="hours over which a one-off copy of the data is spread (default: a month)"
+    )
+
+    @property
+    def region_key(self) -> str:
+        return f"{self.provider}/{self.region}"
+
+
+class Workload(Frozen):
+    name: Name
+    team: Name
+    kind: WorkloadKind = "service"
+    replicas: PosInt = 1
+    min_replicas: PosInt | None = Field(
+        default=None, description="fewest replicas worth running; default: all replicas or none"
+    )
+    gpu: GpuRequest
+    vcpus: PosInt = 1
+    memory_gib: Annotated[float, Field(gt=0)] = 1.0
+    interruptible: bool = Field(default=False, description="spot / preemptible capacity allowed")
+    priority: Annotated[int, Field(ge=1, le=1000)] = 100
+    data_class: Name | None = None
+    residency: Residency = Field(default_factory=Residency)
+    users: tuple[UserLocation, ...] = ()
+    budget_hourly_usd: NonNegFloat | None = None
+    spread: Spread = Field(default_factory=Spread)
+    dataset: Dataset | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Workload:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is larger than replicas ({self.replicas})")
+        if self.spread.min_providers > self.replicas or self.spread.min_regions > self.replicas:
+            raise ValueError("spread asks for more distinct providers or regions than there are replicas")
+        return self
+
+    @property
+    def fewest_replicas(self) -> int:
+        return self.replicas if self.min_replicas is None else self.min_replicas
+
+
+class WorkloadSet(Frozen):
+    workloads: tuple[Workload, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> WorkloadSet:
+        seen: set[str] = set()
+        for w in self.workloads:
+            if w.name in seen:
+                raise ValueError(f"duplicate workload name {w.name!r}")
+            seen.add(w.name)
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------------
+
+
+class DataClassRule(Frozen):
+    description: str = ""
+    allowed_jurisdictions: tuple[str, ...] = ()
+    allowed_countries: tuple[CountryCode, ...] = ()
+    allowed_providers: tuple[str, ...] = ()
+    allowed_provider_kinds: tuple[ProviderKind, ...] = ()
+    required_certifications: tuple[str, ...] = ()
+    interruptible_allowed: bool = True
+
+
+class TeamRule(Frozen):
+    budget_hourly_usd: NonNegFloat | None = None
+    budget_monthly_usd: NonNegFloat | None = None
+    max_interruptible_share: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class GpuPolicy(Frozen):
+    allowed: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+    # Relative throughput per model, used for workloads that give none of their own.
+    throughput: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @field_validator("allowed", "forbidden", mode="before")
+    @classmethod
+    def _canon(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(_gpu_name(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("throughput", mode="before")
+    @classmethod
+    def _canon_tp(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {(_gpu_name(k) if isinstance(k, str) else k): v for k, v in value.items()}
+        return value
+
+
+class Preferences(Frozen):
+    """Soft preferences, in USD per hour so that they trade off against cost honestly."""
+
+    carbon_usd_per_tonne: NonNegFloat = Field(default=0.0, description="shadow price of CO2e")
+    owned_bonus_usd_per_gpu_hour: NonNegFloat = 0.0
+    provider_bonus_usd_per_hour: dict[str, NonNegFloat] = Field(default_factory=dict)
+
+
+class SolverSettings(Frozen):
+    max_deterministic_time: Annotated[float, Field(gt=0)] = 30.0
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    seed: int = 0
+
+
+class PolicySet(Frozen):
+    data_classes: dict[str, DataClassRule] = Field(default_factory=dict)
+    teams: dict[str, TeamRule] = Field(default_factory=dict)
+    gpus: GpuPolicy = Field(default_factory=GpuPolicy)
+    allowed_providers: tuple[str, ...] = ()
+    forbidden_providers: tuple[str, ...] = ()
+    forbidden_regions: tuple[str, ...] = ()
+    preferences: Preferences = Field(default_factory=Preferences)
+    solver: SolverSettings = Field(default_factory=SolverSettings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plans
+# --------------------------------------------------------------------------------------------------
+
+PLAN_FORMAT_VERSION = 1
+
+
+class InputDigest(Frozen):
+    digest: str
+    files: tuple[str, ...] = ()
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Placement(Frozen):
+    workload: str
+    replica: NonNegInt
+    team: str
+    offer_id: str
+    provider: str
+    provider_kind: ProviderKind
+    region: str
+    zone: str | None
+    country: str
+    jurisdiction: str
+    instance_type: str
+    capacity_type: CapacityType
+    gpu_model: str
+    gpus_per_node: int
+    nodes: PosInt
+    hourly_usd: float = Field(description="instance cost of this replica per hour")
+    egress_hourly_usd: float = Field(description="data egress amortised per hour")
+    carbon_kg_per_hour: float | None
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def total_hourly_usd(self) -> float:
+        return self.hourly_usd + self.egress_hourly_usd
+
+
+class Unplaced(Frozen):
+    workload: str
+    team: str
+    replicas: PosInt
+    summary: str
+    reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class SolverStats(Frozen):
+    method: str
+    status: str
+    objective: float
+    best_bound: float
+    gap: float
+    deterministic_time: float
+    variables: int
+    candidates_total: int
+    candidates_kept: int
+    wall_time_s: float | None = None
+
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Totals(Frozen):
+    hourly_usd: float
+    monthly_usd: float
+    instance_hourly_usd: float
+    egress_hourly_usd: float
+    gpus: int
+    replicas_placed: int
+    replicas_unplaced: int
+    carbon_kg_per_hour: float
+    by_provider: dict[str, float]
+    by_team: dict[str, float]
+
+
+class Plan(Frozen):
+    format_version: Literal[1] = PLAN_FORMAT_VERSION
+    kind: Literal["placement-plan"] = "placement-plan"
+    inputs: dict[str, InputDigest]
+    placements: tuple[Placement, ...]
+    unplaced: tuple[Unplaced, ...]
+    totals: Totals
+    solver: SolverStats
+    actions: tuple[dict[str, Any], ...] = ()
+    digest: str = ""
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_shape(cls, value: str) -> str:
+        if value and not _DIGEST_RE.match(value):
+            raise ValueError("digest must look like 'sha256:<64 hex digits>'")
+        return value

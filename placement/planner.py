@@ -1,0 +1,278 @@
+"""From a scenario to a Plan value: filter, solve, explain, total, digest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from placement.candidates import (
+    HOURS_PER_MONTH,
+    Candidate,
+    WorkloadCandidates,
+    candidates_for,
+    region_egress_table,
+)
+from placement.errors import PlanError
+from placement.inputs import bundled_inventory_path, canonical_json, digest_of
+from placement.models import (
+    InputDigest,
+    Inventory,
+    Placement,
+    Plan,
+    PolicySet,
+    SolverStats,
+    Totals,
+    Unplaced,
+)
+from placement.scenario import Scenario
+from placement.solver import SolveOptions, SolveResult, solve
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    max_deterministic_time: float | None = None
+    workers: int | None = None
+    seed: int | None = None
+    record_wall_time: bool = False
+    extra_inputs: dict[str, InputDigest] | None = None
+    hint: dict[str, dict[str, int]] | None = None  # workload -> {offer_id: replicas}
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return round(value + 0.0, digits)
+
+
+def build_candidates(scenario: Scenario) -> list[WorkloadCandidates]:
+    inv = scenario.inventory.inventory
+    pol = scenario.policies.policies
+    egress = region_egress_table(inv)
+    return [candidates_for(w, inv, pol, egress) for w in scenario.workloads.workloads]
+
+
+def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
+    options = options or PlanOptions()
+    inv = scenario.inventory.inventory
+    pol = scenario.policies.policies
+    problems = build_candidates(scenario)
+    offer_index = {o.id: i for i, o in enumerate(inv.offers)}
+    hint = None
+    if options.hint:
+        hint = {w: {offer_index[o]: n for o, n in per.items() if o in offer_index} for w, per in options.hint.items()}
+    settings = pol.solver
+    result = solve(
+        problems,
+        inv,
+        pol,
+        SolveOptions(
+            max_deterministic_time=options.max_deterministic_time or settings.max_deterministic_time,
+            workers=options.workers or settings.workers,
+            seed=settings.seed if options.seed is None else options.seed,
+            hint=hint,
+        ),
+    )
+    return assemble_plan(scenario, problems, result, options)
+
+
+def _placement_reasons(cand: Candidate, ranked: list[Candidate], inv: Inventory) -> tuple[str, ...]:
+    rank = 1 + sum(1 for c in ranked if c.objective_hourly_usd < cand.objective_hourly_usd - 1e-9)
+    reasons = list(cand.rules)
+    reasons.append(f"cost: ${cand.hourly_usd:,.2f}/h per replica, rank {rank} of {len(ranked)} fitting offers")
+    if rank > 1:
+        cheapest = ranked[0]
+        reasons.append(
+            f"cheaper: {inv.offers[cheapest.offer_index].id} at ${cheapest.hourly_usd:,.2f}/h was full, "
+            "taken by other work, or ruled out by a budget or spread rule"
+        )
+    return tuple(reasons)
+
+
+def _unplaced_summary(
+    wc: WorkloadCandidates, result: SolveResult, inv: Inventory, pol: PolicySet, placed: int, team_spend: float
+) -> tuple[str, dict[str, int]]:
+    counts = dict(wc.rejected)
+    if not wc.candidates:
+        return wc.summary(), counts
+    w = wc.workload
+    why = []
+    team = pol.teams.get(w.team)
+    cheapest = min(c.hourly_usd for c in wc.candidates)
+    if team is not None:
+        limits = [b for b in (team.budget_hourly_usd,
+                              None if team.budget_monthly_usd is None else team.budget_monthly_usd / HOURS_PER_MONTH)
+                  if b is not None]
+        if limits and team_spend + cheapest * (w.fewest_replicas - placed if placed else w.fewest_replicas) > min(limits):
+            why.append(f"team {w.team} budget ${min(limits):,.2f}/h would be exceeded (${team_spend:,.2f}/h in use)")
+    if w.spread.min_providers > 1:
+        fitting = {inv.offers[c.offer_index].provider for c in wc.candidates}
+        if len(fitting) < w.spread.min_providers:
+            why.append(f"spread needs {w.spread.min_providers} providers, only {len(fitting)} fit")
+    if w.spread.min_regions > 1:
+        fitting = {inv.offers[c.offer_index].region_key for c in wc.candidates}
+        if len(fitting) < w.spread.min_regions:
+            why.append(f"spread needs {w.spread.min_regions} regions, only {len(fitting)} fit")
+    if not why:
+        why.append("the remaining capacity of those offers is used by other workloads")
+    counts["fit alone but not together"] = len(wc.candidates)
+    return f"{wc.summary()}; {len(wc.candidates)} fit on their own but {'; '.join(why)}", counts
+
+
+def assemble_plan(
+    scenario: Scenario, problems: list[WorkloadCandidates], result: SolveResult, options: PlanOptions
+) -> Plan:
+    inv = scenario.inventory.inventory
+    pol = scenario.policies.policies
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    team_spend: dict[str, float] = defaultdict(float)
+    for wc in problems:
+        for cand, n in result.assignment[wc.workload.name]:
+            team_spend[wc.workload.team] += cand.hourly_usd * n
+    for wc in problems:
+        w = wc.workload
+        ranked = sorted(wc.candidates, key=lambda c: (c.objective_hourly_usd, c.offer_index))
+        replica = 0
+        chosen = sorted(result.assignment[w.name], key=lambda cn: inv.offers[cn[0].offer_index].id)
+        for cand, n in chosen:
+            offer = inv.offers[cand.offer_index]
+            reasons = _placement_reasons(cand, ranked, inv)
+            for _ in range(n):
+                placements.append(
+                    Placement(
+                        workload=w.name, replica=replica, team=w.team, offer_id=offer.id, provider=offer.provider,
+                        provider_kind=offer.provider_kind, region=offer.region, zone=offer.zone,
+                        country=offer.country, jurisdiction=offer.jurisdiction, instance_type=offer.instance_type,
+                        capacity_type=offer.capacity_type, gpu_model=offer.gpu_model,
+                        gpus_per_node=offer.gpu_count, nodes=cand.nodes,
+                        hourly_usd=_r(cand.instance_hourly_usd), egress_hourly_usd=_r(cand.egress_hourly_usd),
+                        carbon_kg_per_hour=None if cand.carbon_kg_per_hour is None else _r(cand.carbon_kg_per_hour),
+                        latency_ms=cand.latency_ms, reasons=reasons,
+                    )
+                )
+                replica += 1
+        if replica < w.replicas:
+            summary, counts = _unplaced_summary(wc, result, inv, pol, replica, team_spend[w.team])
+            unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
+                                     summary=summary, reasons=counts))
+    totals = compute_totals(placements, unplaced)
+    kept = sum(len(wc.candidates) for wc in problems)
+    stats = SolverStats(
+        method="cp-sat",
+        status=result.status,
+        objective=_r(result.objective_usd),
+        best_bound=_r(result.best_bound_usd),
+        gap=_r(result.gap, 6),
+        deterministic_time=_r(result.deterministic_time, 3),
+        variables=result.variables,
+        candidates_total=len(problems) * len(inv.offers),
+        candidates_kept=kept,
+        wall_time_s=_r(result.wall_time_s, 3) if options.record_wall_time else None,
+    )
+    inputs = plan_inputs(scenario)
+    if options.extra_inputs:
+        inputs.update(options.extra_inputs)
+    plan = Plan(inputs=inputs, placements=tuple(placements), unplaced=tuple(unplaced), totals=totals, solver=stats)
+    return with_digest(plan)
+
+
+def compute_totals(placements: list[Placement] | tuple[Placement, ...], unplaced: tuple[Unplaced, ...] | list[Unplaced]) -> Totals:
+    by_provider: dict[str, float] = defaultdict(float)
+    by_team: dict[str, float] = defaultdict(float)
+    inst = egress = carbon = 0.0
+    gpus = 0
+    for p in placements:
+        inst += p.hourly_usd
+        egress += p.egress_hourly_usd
+        carbon += p.carbon_kg_per_hour or 0.0
+        gpus += p.nodes * p.gpus_per_node
+        by_provider[p.provider] += p.total_hourly_usd
+        by_team[p.team] += p.total_hourly_usd
+    hourly = inst + egress
+    return Totals(
+        hourly_usd=_r(hourly), monthly_usd=_r(hourly * HOURS_PER_MONTH, 2), instance_hourly_usd=_r(inst),
+        egress_hourly_usd=_r(egress), gpus=gpus, replicas_placed=len(placements),
+        replicas_unplaced=sum(u.replicas for u in unplaced), carbon_kg_per_hour=_r(carbon),
+        by_provider={k: _r(v) for k, v in sorted(by_provider.items())},
+        by_team={k: _r(v) for k, v in sorted(by_team.items())},
+    )
+
+
+def _display_files(files: tuple[str, ...]) -> tuple[str, ...]:
+    bundled = str(bundled_inventory_path())
+    return tuple("<bundled>/default.yaml" if f == bundled else f for f in files)
+
+
+def plan_inputs(scenario: Scenario) -> dict[str, InputDigest]:
+    snap = scenario.inventory.inventory.snapshot
+    return {
+        "workloads": InputDigest(digest=scenario.workloads.digest, files=scenario.workloads.files),
+        "inventory": InputDigest(
+            digest=scenario.inventory.digest,
+            files=_display_files(scenario.inventory.files),
+            detail={"snapshot": snap.name, "taken_on": snap.taken_on.isoformat(),
+                    "offers": len(scenario.inventory.inventory.offers)},
+        ),
+        "policies": InputDigest(digest=scenario.policies.digest, files=scenario.policies.files),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan files
+# --------------------------------------------------------------------------------------------------
+
+
+def plan_body(plan: Plan) -> dict[str, Any]:
+    body = plan.model_dump(mode="json")
+    body.pop("digest", None)
+    return body
+
+
+def with_digest(plan: Plan) -> Plan:
+    return plan.model_copy(update={"digest": digest_of(plan_body(plan))})
+
+
+def plan_to_json(plan: Plan) -> str:
+    """The plan file: sorted keys, two-space indent, trailing newline. Same plan, same bytes."""
+    return json.dumps(plan.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def read_plan(path: Path) -> Plan:
+    """Load a saved plan and refuse it if it is not a plan or was edited after it was written."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"{path}: plan file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: not a readable plan file ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("kind") != "placement-plan":
+        raise PlanError(f"{path}: not a placement plan (missing kind: placement-plan)")
+    if raw.get("format_version") != 1:
+        raise PlanError(f"{path}: plan format_version {raw.get('format_version')!r} is not supported (expected 1)")
+    stated = raw.get("digest", "")
+    body = {k: v for k, v in raw.items() if k != "digest"}
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise PlanError(f"{path}: malformed plan at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    actual = digest_of(plan_body(plan))
+    if stated != actual or digest_of(body) != actual:
+        raise PlanError(
+            f"{path}: the plan was modified after it was written (digest {stated or 'missing'} does not match "
+            f"its content {actual}); run `placement plan` again"
+        )
+    return plan
+
+
+def gpu_mix(plan: Plan) -> dict[str, int]:
+    mix: Counter[str] = Counter()
+    for p in plan.placements:
+        mix[p.gpu_model] += p.nodes * p.gpus_per_node
+    return dict(sorted(mix.items()))
+
+
+__all__ = ["PlanOptions", "assemble_plan", "canonical_json", "make_plan", "plan_to_json", "read_plan"]

@@ -1,0 +1,222 @@
+"""The CP-SAT model: every replica on a compatible offer, or reported unplaced.
+
+Units. CP-SAT works on integers, so money is scaled to integer units of 1/10,000 USD per hour
+(``MONEY_SCALE``): $98.32/h is 983,200 units. Shares (spot limits) are scaled to per-mille.
+
+Objective (minimised), in $/h:
+    sum of replica costs (instances + amortised data egress)
+  + soft preferences (carbon shadow price, owned-capacity and provider bonuses)
+  + for every unplaced replica: priority × ``penalty_unit``
+
+``penalty_unit`` is one dollar more than the most expensive single-replica candidate in the
+problem, so running a replica anywhere always beats leaving it unplaced, and a replica of higher
+priority wins a contested slot over one of lower priority.
+
+Determinism: CP-SAT runs with ``interleave_search`` (its deterministic parallel mode), a fixed seed
+and a deterministic-time limit, so the same inputs give the same solution whatever the machine load.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from placement.candidates import HOURS_PER_MONTH, Candidate, WorkloadCandidates
+from placement.errors import SolverError
+from placement.models import Inventory, PolicySet
+
+MONEY_SCALE = 10_000  # integer units per USD
+SHARE_SCALE = 1_000
+
+
+def money(usd: float) -> int:
+    return round(usd * MONEY_SCALE)
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    # per workload name: list of (candidate, replicas on it), in offer order
+    assignment: dict[str, list[tuple[Candidate, int]]]
+    status: str
+    objective_usd: float
+    best_bound_usd: float
+    gap: float
+    deterministic_time: float
+    wall_time_s: float
+    variables: int
+    penalty_unit_usd: float
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    max_deterministic_time: float = 30.0
+    workers: int = 2
+    seed: int = 0
+    # current placement as a hint: workload -> {offer_index: replicas}
+    hint: dict[str, dict[int, int]] | None = None
+
+
+def solve(
+    problems: list[WorkloadCandidates],
+    inventory: Inventory,
+    policies: PolicySet,
+    options: SolveOptions,
+) -> SolveResult:
+    started = time.perf_counter()
+    model = cp_model.CpModel()
+    penalty_unit = 1.0 + max(
+        (c.objective_hourly_usd for wc in problems for c in wc.candidates), default=0.0
+    )
+    penalty_unit = float(math.ceil(penalty_unit))
+
+    x: dict[tuple[int, int], cp_model.IntVar] = {}  # (workload idx, candidate idx) -> replicas
+    x_of: list[list[tuple[int, cp_model.IntVar]]] = []  # per workload: (candidate idx, var)
+    placed: list[cp_model.IntVar] = []
+    objective_terms: list[cp_model.LinearExprT] = []
+    offers_use: dict[int, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
+    team_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
+    team_gpus: dict[str, list[tuple[cp_model.IntVar, int, bool]]] = defaultdict(list)
+    variables = 0
+
+    for wi, wc in enumerate(problems):
+        w = wc.workload
+        n_placed = model.new_int_var(0, w.replicas, f"placed[{w.name}]")
+        placed.append(n_placed)
+        variables += 1
+        vars_w: list[cp_model.IntVar] = []
+        x_of.append([])
+        for ci, cand in enumerate(wc.candidates):
+            cap = w.replicas
+            offer = inventory.offers[cand.offer_index]
+            if offer.available is not None:
+                cap = min(cap, offer.available // cand.nodes)
+            if cap <= 0:
+                continue
+            var = model.new_int_var(0, cap, f"x[{w.name},{offer.id}]")
+            variables += 1
+            x[(wi, ci)] = var
+            x_of[wi].append((ci, var))
+            vars_w.append(var)
+            offers_use[cand.offer_index].append((var, cand.nodes))
+            objective_terms.append(money(cand.objective_hourly_usd) * var)
+            team_cost[w.team].append((var, money(cand.hourly_usd)))
+            team_gpus[w.team].append((var, cand.nodes * offer.gpu_count, offer.capacity_type == "spot"))
+        model.add(n_placed == sum(vars_w)) if vars_w else model.add(n_placed == 0)
+        # all-or-nothing down to min_replicas: placed is 0 or in [fewest, replicas]
+        if w.fewest_replicas > 1 and vars_w:
+            on = model.new_bool_var(f"on[{w.name}]")
+            model.add(n_placed >= w.fewest_replicas).only_enforce_if(on)
+            model.add(n_placed == 0).only_enforce_if(~on)
+            _add_spread(model, wc, inventory, x_of[wi], on)
+        elif vars_w and (w.spread.min_providers > 1 or w.spread.min_regions > 1):
+            on = model.new_bool_var(f"on[{w.name}]")
+            model.add(n_placed >= 1).only_enforce_if(on)
+            model.add(n_placed == 0).only_enforce_if(~on)
+            _add_spread(model, wc, inventory, x_of[wi], on)
+        if w.budget_hourly_usd is not None and vars_w:
+            model.add(
+                sum(money(wc.candidates[ci].hourly_usd) * var for ci, var in x_of[wi])
+                <= money(w.budget_hourly_usd)
+            )
+        objective_terms.append(money(penalty_unit * w.priority) * (w.replicas - n_placed))
+
+    # Shared capacity: each offer's own headroom and every pool it draws on.
+    for oi, uses in offers_use.items():
+        offer = inventory.offers[oi]
+        if offer.available is not None:
+            model.add(sum(nodes * var for var, nodes in uses) <= offer.available)
+    for pool in inventory.pools:
+        terms = []
+        for oi, uses in offers_use.items():
+            offer = inventory.offers[oi]
+            if pool.id not in offer.pools:
+                continue
+            per_node = {"instances": 1, "gpus": offer.gpu_count, "vcpus": offer.vcpus}[pool.unit]
+            terms.extend(nodes * per_node * var for var, nodes in uses)
+        if terms:
+            model.add(sum(terms) <= pool.limit)
+
+    # Team rules: budgets and the share of GPUs that may be interruptible.
+    for team, rule in policies.teams.items():
+        limits = [b for b in (rule.budget_hourly_usd,
+                              None if rule.budget_monthly_usd is None else rule.budget_monthly_usd / HOURS_PER_MONTH)
+                  if b is not None]
+        if limits and team_cost.get(team):
+            model.add(sum(cost * var for var, cost in team_cost[team]) <= money(min(limits)))
+        if rule.max_interruptible_share is not None and team_gpus.get(team):
+            share = round(rule.max_interruptible_share * SHARE_SCALE)
+            model.add(
+                sum((SHARE_SCALE if spot else 0) * g * var for var, g, spot in team_gpus[team])
+                <= sum(share * g * var for var, g, _ in team_gpus[team])
+            )
+
+    model.minimize(sum(objective_terms))
+
+    if options.hint:
+        for (wi, ci), var in x.items():
+            w_hint = options.hint.get(problems[wi].workload.name, {})
+            model.add_hint(var, w_hint.get(problems[wi].candidates[ci].offer_index, 0))
+
+    solver = cp_model.CpSolver()
+    params = solver.parameters
+    params.num_workers = options.workers
+    params.interleave_search = options.workers > 1
+    params.random_seed = options.seed
+    params.max_deterministic_time = options.max_deterministic_time
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise SolverError(
+            f"the solver found no plan ({solver.status_name(status)}); this is a bug, since leaving work "
+            "unplaced is always allowed"
+        )
+    assignment: dict[str, list[tuple[Candidate, int]]] = {}
+    for wi, wc in enumerate(problems):
+        chosen = []
+        for ci, cand in enumerate(wc.candidates):
+            var = x.get((wi, ci))
+            if var is not None:
+                n = solver.value(var)
+                if n:
+                    chosen.append((cand, int(n)))
+        assignment[wc.workload.name] = chosen
+    objective = solver.objective_value / MONEY_SCALE
+    bound = solver.best_objective_bound / MONEY_SCALE
+    gap = 0.0 if status == cp_model.OPTIMAL else abs(objective - bound) / max(abs(objective), 1e-9)
+    return SolveResult(
+        assignment=assignment,
+        status=solver.status_name(status),
+        objective_usd=objective,
+        best_bound_usd=bound,
+        gap=gap,
+        deterministic_time=solver.deterministic_time,
+        wall_time_s=time.perf_counter() - started,
+        variables=variables,
+        penalty_unit_usd=penalty_unit,
+    )
+
+
+def _add_spread(
+    model: cp_model.CpModel,
+    wc: WorkloadCandidates,
+    inventory: Inventory,
+    x_w: list[tuple[int, cp_model.IntVar]],
+    on: cp_model.IntVar,
+) -> None:
+    w = wc.workload
+    for minimum, key in ((w.spread.min_providers, "provider"), (w.spread.min_regions, "region")):
+        if minimum <= 1:
+            continue
+        groups: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+        for ci, var in x_w:
+            offer = inventory.offers[wc.candidates[ci].offer_index]
+            groups[offer.provider if key == "provider" else offer.region_key].append(var)
+        used = []
+        for name, vars_g in sorted(groups.items()):
+            y = model.new_bool_var(f"spread[{w.name},{key}={name}]")
+            model.add(sum(vars_g) >= 1).only_enforce_if(y)
+            used.append(y)
+        model.add(sum(used) >= minimum).only_enforce_if(on)
