@@ -344,7 +344,7 @@ class PolicySet(Frozen):
 # Plans
 # --------------------------------------------------------------------------------------------------
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION: Literal[1] = 1
 
 
 class InputDigest(Frozen):

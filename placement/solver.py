@@ -130,7 +130,7 @@ def solve(
         if offer.available is not None:
             model.add(sum(nodes * var for var, nodes in uses) <= offer.available)
     for pool in inventory.pools:
-        terms = []
+        terms: list[cp_model.LinearExprT] = []
         for oi, uses in offers_use.items():
             offer = inventory.offers[oi]
             if pool.id not in offer.pools:
@@ -177,9 +177,9 @@ def solve(
     for wi, wc in enumerate(problems):
         chosen = []
         for ci, cand in enumerate(wc.candidates):
-            var = x.get((wi, ci))
-            if var is not None:
-                n = solver.value(var)
+            chosen_var = x.get((wi, ci))
+            if chosen_var is not None:
+                n = solver.value(chosen_var)
                 if n:
                     chosen.append((cand, int(n)))
         assignment[wc.workload.name] = chosen
