@@ -14,10 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from placement.diff import EMPTY_STATE, StateView, attach_state, view_from_snapshot
 from placement.errors import InputError, PlacementError
 from placement.models import Inventory, Plan, PolicySet, WorkloadSet
 from placement.planner import PlanOptions, make_plan, plan_to_json
 from placement.scenario import load_scenario
+
+STATE_ENV = "PLACEMENT_STATE"
+PROVIDERS_ENV = "PLACEMENT_PROVIDERS"
 
 app = typer.Typer(
     help="Plan GPU workloads across hyperscalers, specialist GPU clouds and on-prem pools.",
@@ -93,6 +97,17 @@ def render_plan(plan: Plan, console: Console) -> None:
         console.print(f"[bold yellow]{t.replicas_unplaced} replica(s) not placed:[/]")
         for u in plan.unplaced:
             console.print(f"  {u.workload} ({u.replicas} replica(s)): {u.summary}", markup=False)
+    changes = plan.changes()
+    if plan.actions:
+        counts = {k: sum(1 for a in plan.actions if a.action == k) for k in ("create", "move", "delete", "keep")}
+        console.print(
+            f"changes: {counts['create']} to create, {counts['move']} to move, {counts['delete']} to delete, "
+            f"{counts['keep']} unchanged"
+        )
+        for a in changes:
+            sign = {"create": "+", "delete": "-", "move": "~"}[a.action]
+            target = a.offer_id or a.from_offer_id
+            console.print(f"  {sign} {a.action} {a.workload}[{a.replica}] {target}: {a.reason}", markup=False)
     s = plan.solver
     wall = f", {s.wall_time_s:.2f} s" if s.wall_time_s is not None else ""
     console.print(
@@ -114,13 +129,17 @@ def plan(
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="solver deterministic-time limit")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="solver workers")] = None,
     record_wall_time: Annotated[bool, typer.Option("--record-wall-time", help="store the wall-clock solve time in the plan (makes plans differ run to run)")] = False,
+    state: Annotated[str | None, typer.Option("--state", help=f"state store: SQLite file or SQLAlchemy URL (env {STATE_ENV})")] = None,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 0: no changes, 2: changes, 1: error")] = False,
 ) -> None:
-    """Plan where every workload should run. Changes nothing."""
+    """Plan where every workload should run and what would change. Changes nothing."""
     if output_format not in ("table", "json"):
         raise PlacementError(f"--format must be 'table' or 'json', not {output_format!r}")
     loaded = load_scenario(scenario, workloads, inventory, policies)
-    result = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
-                                           record_wall_time=record_wall_time))
+    current = read_state_view(state)
+    base = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
+                                         record_wall_time=record_wall_time, hint=_hint(current)))
+    result = attach_state(base, current)
     text = plan_to_json(result)
     if out is not None:
         try:
@@ -134,6 +153,228 @@ def plan(
         render_plan(result, console)
         if out is not None:
             console.print(f"plan written to {out}", markup=False)
+    if detailed_exitcode and result.changes():
+        raise typer.Exit(2)
+
+
+def _hint(view: StateView) -> dict[str, dict[str, int]]:
+    hint: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in view.replicas:
+        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
+    return dict(hint)
+
+
+def state_location(state: str | None) -> str:
+    import os
+
+    from placement.state import DEFAULT_STATE_PATH
+
+    return state or os.environ.get(STATE_ENV) or DEFAULT_STATE_PATH
+
+
+def _is_missing_sqlite_file(location: str) -> bool:
+    return "://" not in location and not Path(location).exists()
+
+
+def read_state_view(state: str | None) -> StateView:
+    """The current placements, or an empty state when the default SQLite file does not exist yet."""
+    location = state_location(state)
+    if _is_missing_sqlite_file(location):
+        return EMPTY_STATE
+    from placement.state import StateStore
+
+    with StateStore.open(location) as store:
+        return view_from_snapshot(store.snapshot())
+
+
+def _providers_path(providers: Path | None) -> Path | None:
+    import os
+
+    if providers is not None:
+        return providers
+    env = os.environ.get(PROVIDERS_ENV)
+    if env:
+        return Path(env)
+    default = Path("providers.yaml")
+    return default if default.exists() else None
+
+
+def _compute_factory(providers: Path | None) -> Any:
+    from providers.registry import build_compute, load_providers_config
+
+    config = load_providers_config(_providers_path(providers))
+    cache: dict[str, Any] = {}
+
+    def factory(name: str) -> Any:
+        if name not in cache:
+            cache[name] = build_compute(name, config)
+        return cache[name]
+
+    return factory
+
+
+def _owner() -> str:
+    from placement.state import default_owner
+
+    return default_owner()
+
+
+@app.command()
+@user_errors
+def apply(
+    plan_file: Annotated[Path, typer.Argument(help="a plan saved by `placement plan --out`")],
+    state: Annotated[str | None, typer.Option("--state", help=f"state store (env {STATE_ENV})")] = None,
+    providers: Annotated[Path | None, typer.Option("--providers", help=f"providers config (env {PROVIDERS_ENV}; default ./providers.yaml)")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="do not ask for confirmation")] = False,
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=64, help="actions run at once")] = 4,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="seconds to wait for the state lock")] = 0.0,
+    no_failover: Annotated[bool, typer.Option("--no-failover", help="stop on capacity or quota errors instead of re-planning")] = False,
+) -> None:
+    """Execute a saved plan, and nothing else."""
+    from placement.apply import ApplyOptions, apply_plan
+    from placement.state import StateStore
+
+    console = _out_console()
+
+    def confirm(plan: Plan) -> bool:
+        changes = plan.changes()
+        console.print(f"{len(changes)} change(s) will be made:")
+        for a in changes:
+            console.print(f"  {a.action} {a.workload}[{a.replica}] {a.offer_id or a.from_offer_id}", markup=False)
+        if not sys.stdin.isatty():
+            raise PlacementError("confirmation needed but there is no terminal; pass --auto-approve")
+        return typer.confirm("Apply these changes?", default=False)
+
+    factory = _compute_factory(providers)
+    with StateStore.open(state_location(state)) as store:
+        report = apply_plan(plan_file, store, factory, ApplyOptions(
+            owner=_owner(), auto_approve=auto_approve, parallelism=parallelism, lock_timeout_s=lock_timeout,
+            failover=not no_failover, confirm=confirm,
+        ))
+    if report.cancelled:
+        console.print("apply cancelled; nothing changed")
+        raise typer.Exit(1)
+    if not report.done and not report.failed:
+        console.print(f"no changes: every action of plan {report.plan_digest[:19]} is already done")
+        return
+    console.print(f"apply: {len(report.done)} action(s) done, {len(report.skipped)} already done, "
+                  f"{len(report.failed)} failed")
+    for line in report.failovers:
+        console.print(f"  failover: {line}", markup=False)
+    for line in report.failed:
+        console.print(f"  [red]failed[/]: {line}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def status(
+    state: Annotated[str | None, typer.Option("--state", help=f"state store (env {STATE_ENV})")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="compare with what the providers report (drift)")] = False,
+    providers: Annotated[Path | None, typer.Option("--providers", help="providers config")] = None,
+) -> None:
+    """What runs where, from the state store."""
+    console = _out_console()
+    location = state_location(state)
+    if _is_missing_sqlite_file(location):
+        console.print(f"no state at {location}: nothing has been applied yet")
+        return
+    from placement.state import StateStore
+
+    with StateStore.open(location) as store:
+        snap = store.snapshot()
+        lock = store.current_lock()
+    table = Table(title=f"State serial {snap.serial} (lineage {snap.lineage})", title_justify="left")
+    for col in ("workload", "replica", "provider", "region", "offer", "resources", "$/h", "since"):
+        table.add_column(col)
+    total = 0.0
+    for rec in snap.placements:
+        cost = rec.placement().total_hourly_usd
+        total += cost
+        table.add_row(rec.workload, str(rec.replica), rec.provider, rec.zone or rec.region, rec.offer_id,
+                      rec.resource_id or "", _money(cost), rec.created_at or "")
+    console.print(table)
+    console.print(f"{len(snap.placements)} replica(s), {_money(total)}/h")
+    if lock is not None:
+        console.print(f"lock: {lock.describe()}", markup=False)
+    if refresh:
+        factory = _compute_factory(providers)
+        known = {(r.provider, r.idempotency_key): r for r in snap.placements}
+        seen: set[tuple[str, str]] = set()
+        drift = 0
+        for provider in sorted({r.provider for r in snap.placements} | set(_configured(providers))):
+            for res in factory(provider).list_managed():
+                seen.add((provider, res.key))
+                if (provider, res.key) not in known:
+                    drift += 1
+                    console.print(f"  drift: {provider} resources {','.join(res.resource_ids)} carry the engine's tags "
+                                  f"({res.workload}[{res.replica}]) but the state does not know them", markup=False)
+        for (provider, key), rec in sorted(known.items()):
+            if (provider, key) not in seen:
+                drift += 1
+                console.print(f"  drift: {rec.workload}[{rec.replica}] on {provider} ({rec.resource_id}) is gone",
+                              markup=False)
+        console.print("no drift" if not drift else f"{drift} drift finding(s)")
+        if drift:
+            raise typer.Exit(2)
+
+
+def _configured(providers: Path | None) -> list[str]:
+    from providers.registry import load_providers_config
+
+    return sorted(load_providers_config(_providers_path(providers)).providers)
+
+
+@app.command()
+@user_errors
+def destroy(
+    state: Annotated[str | None, typer.Option("--state", help=f"state store (env {STATE_ENV})")] = None,
+    providers: Annotated[Path | None, typer.Option("--providers", help="providers config")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="do not ask for confirmation")] = False,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0)] = 0.0,
+) -> None:
+    """Delete everything the engine manages according to the state."""
+    from placement.apply import destroy_all
+    from placement.state import StateStore
+
+    console = _out_console()
+    location = state_location(state)
+    if _is_missing_sqlite_file(location):
+        console.print("nothing to destroy: no state yet")
+        return
+    factory = _compute_factory(providers)
+    with StateStore.open(location) as store:
+        records = store.placements()
+        if not records:
+            console.print("nothing to destroy")
+            return
+        if not auto_approve:
+            console.print(f"{len(records)} replica(s) will be deleted.")
+            if not sys.stdin.isatty() or not typer.confirm("Destroy them?", default=False):
+                console.print("destroy cancelled; nothing changed")
+                raise typer.Exit(1)
+        failed = destroy_all(store, factory, _owner(), lock_timeout)
+    for line in failed:
+        console.print(f"  [red]failed[/]: {line}")
+    if failed:
+        raise typer.Exit(1)
+    console.print(f"destroyed {len(records)} replica(s)")
+
+
+@app.command("force-unlock")
+@user_errors
+def force_unlock(
+    lock_id: Annotated[str, typer.Argument(help="the lock id named by the error message")],
+    state: Annotated[str | None, typer.Option("--state", help=f"state store (env {STATE_ENV})")] = None,
+) -> None:
+    """Break a lock left by a process that died."""
+    from placement.state import StateStore
+
+    with StateStore.open(state_location(state)) as store:
+        info = store.force_unlock(lock_id)
+        store.audit(_owner(), "force-unlock", None, "succeeded", {"lock_id": lock_id, "holder": info.owner})
+    _out_console().print(f"lock {lock_id} ({info.owner}, {info.operation}) removed", markup=False)
 
 
 @app.command()

@@ -417,6 +417,25 @@ class Totals(Frozen):
     by_team: dict[str, float]
 
 
+ActionKind = Literal["create", "delete", "move", "keep"]
+
+
+class Action(Frozen):
+    """One change against the current state. Moves are make-before-break: create, then delete."""
+
+    id: str
+    action: ActionKind
+    workload: str
+    replica: NonNegInt
+    provider: str | None = Field(default=None, description="where the replica will run (create, move, keep)")
+    offer_id: str | None = None
+    from_provider: str | None = Field(default=None, description="where it runs now (delete, move, keep)")
+    from_offer_id: str | None = None
+    from_resource_ids: tuple[str, ...] = ()
+    hourly_usd_delta: float = 0.0
+    reason: str = ""
+
+
 class Plan(Frozen):
     format_version: Literal[1] = PLAN_FORMAT_VERSION
     kind: Literal["placement-plan"] = "placement-plan"
@@ -425,8 +444,11 @@ class Plan(Frozen):
     unplaced: tuple[Unplaced, ...]
     totals: Totals
     solver: SolverStats
-    actions: tuple[dict[str, Any], ...] = ()
+    actions: tuple[Action, ...] = ()
     digest: str = ""
+
+    def changes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.action != "keep")
 
     @field_validator("digest")
     @classmethod

@@ -214,9 +214,10 @@ def plan_inputs(scenario: Scenario) -> dict[str, InputDigest]:
             digest=scenario.inventory.digest,
             files=_display_files(scenario.inventory.files),
             detail={"snapshot": snap.name, "taken_on": snap.taken_on.isoformat(),
-                    "offers": len(scenario.inventory.inventory.offers)},
+                    "offers": len(scenario.inventory.inventory.offers), "path": scenario.inventory_path},
         ),
-        "policies": InputDigest(digest=scenario.policies.digest, files=scenario.policies.files),
+        "policies": InputDigest(digest=scenario.policies.digest, files=scenario.policies.files,
+                                detail={"path": scenario.policy_path}),
     }
 
 

@@ -23,6 +23,8 @@ class Scenario:
     inventory: LoadedInventory
     policies: LoadedPolicies
     policy_dir: Path | None
+    inventory_path: str = DEFAULT_INVENTORY
+    policy_path: str | None = None
 
 
 def resolve_paths(
@@ -79,6 +81,8 @@ def load_scenario(
         inventory=loaded["inventory"],  # type: ignore[arg-type]
         policies=loaded["policies"],  # type: ignore[arg-type]
         policy_dir=pol_path if pol_path is not None and pol_path.is_dir() else None,
+        inventory_path=inv_path,
+        policy_path=None if pol_path is None else str(pol_path),
     )
     cross_check(scenario)
     return scenario
