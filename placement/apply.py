@@ -147,7 +147,19 @@ class _Context:
     computes: dict[str, Compute]
     options: ApplyOptions
     report: ApplyReport
+    computes_for: ComputeFactory | None = None
     blocked: list[ProviderError] = field(default_factory=list)
+
+    def adapter_for(self, provider: str) -> Compute | None:
+        """The adapter of a provider, built on first use; None when it has no usable adapter."""
+        if provider not in self.computes:
+            if self.computes_for is None:
+                return None
+            try:
+                self.computes[provider] = self.computes_for(provider)
+            except PlacementError:
+                return None
+        return self.computes[provider]
 
 
 def _workload(ctx: _Context, name: str) -> Workload:
@@ -202,7 +214,7 @@ def _create(ctx: _Context, placement: Placement) -> tuple[Placement, ManagedReso
             )
             placement = replacement
             offer = _offer(inv, placement.offer_id)
-            if offer.provider not in ctx.computes:
+            if ctx.adapter_for(offer.provider) is None:
                 raise PlacementError(f"failover chose provider {offer.provider!r}, which has no configured adapter") from exc
 
 
@@ -243,7 +255,7 @@ def replan_replica(ctx: _Context, failed: Placement, w: Workload) -> Placement |
         update: dict[str, object] = {}
         if o.available is not None:
             update["available"] = max(0, o.available - used_nodes.get(o.id, 0))
-        if _blocked(o, ctx.blocked) or o.provider not in ctx.computes:
+        if _blocked(o, ctx.blocked) or ctx.adapter_for(o.provider) is None:
             update["unavailable_reason"] = "blocked during apply" if _blocked(o, ctx.blocked) else "no adapter configured"
         offers.append(o.model_copy(update=update) if update else o)
     pools = tuple(p.model_copy(update={"limit": max(0, p.limit - pool_used[p.id])}) for p in inv.pools)
@@ -330,7 +342,7 @@ def apply_plan(
             report.cancelled = True
             store.audit(options.owner, "apply", plan.digest, "cancelled", {})
             return report
-        ctx = _Context(plan, scenario, store, computes, options, report)
+        ctx = _Context(plan, scenario, store, computes, options, report, computes_for)
         by_replica = {(p.workload, p.replica): p for p in plan.placements}
         first = [a for a in pending if a.action in ("create", "move")]
         last = [a for a in pending if a.action == "delete"]
