@@ -31,6 +31,7 @@ FIBRE_KM_PER_MS = 200.0
 ROUTE_FACTOR = 1.5
 BASE_RTT_MS = 5.0
 HOURS_PER_MONTH = 730.0
+NODE_TIE_BREAK_USD = 0.01
 
 
 def great_circle_km(a: GeoPoint, b: GeoPoint) -> float:
@@ -203,7 +204,9 @@ def candidates_for(
         if reason is None:
             need = gpus_needed(workload, offer.gpu_model, tp)
             nodes = math.ceil(need / offer.gpu_count)
-            if offer.vcpus * nodes < workload.vcpus:
+            if workload.max_nodes is not None and nodes > workload.max_nodes:
+                reason = "too few GPUs per node" if workload.max_nodes == 1 else f"needs more than {workload.max_nodes} nodes"
+            elif offer.vcpus * nodes < workload.vcpus:
                 reason = "not enough vCPUs"
             elif offer.memory_gib * nodes + 1e-9 < workload.memory_gib:
                 reason = "not enough memory"
@@ -223,11 +226,12 @@ def candidates_for(
         if workload.dataset is not None and data_rate is not None and workload.dataset.region_key != offer.region_key:
             egress = workload.dataset.size_gb * data_rate / workload.dataset.amortization_hours
         carbon = carbon_kg_per_hour(offer, nodes)
-        pref = 0.0
+        # Every node beyond the first costs a cent an hour: among equal prices, fewer larger nodes win.
+        pref = NODE_TIE_BREAK_USD * (nodes - 1)
         if carbon is not None and prefs.carbon_usd_per_tonne:
             pref += carbon / 1000.0 * prefs.carbon_usd_per_tonne
         if offer.capacity_type == "owned" and prefs.owned_bonus_usd_per_gpu_hour:
-            pref -= prefs.owned_bonus_usd_per_gpu_hour * nodes * offer.gpu_count
+            pref -= prefs.owned_bonus_usd_per_gpu_hour * need
         pref -= prefs.provider_bonus_usd_per_hour.get(offer.provider, 0.0)
         out.candidates.append(
             Candidate(

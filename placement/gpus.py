@@ -71,6 +71,12 @@ _ALIASES: dict[str, tuple[str, int | None]] = {
     "RTXA4000": ("A4000", 16),
     "V100-32GB": ("V100", 32),
     "NVIDIA-L4": ("L4", 24),
+    "A100-80G-PCIe": ("A100", 80),
+    "A100-80G-PCIe-NVLink": ("A100", 80),
+    "H100-80G-PCIe": ("H100", 80),
+    "H100-80G-PCIe-NVLink": ("H100", 80),
+    "H100-80G-SXM5": ("H100", 80),
+    "RTXPRO6000WS": ("RTXPRO6000", 96),
 }
 
 _BY_UPPER: dict[str, tuple[str, int | None]] = {name.upper(): (name, None) for name in GPU_MODELS}

@@ -180,7 +180,20 @@ def _load_inventory_file(path: Path, parts: _InventoryParts, stack: tuple[Path, 
     for key in sorted(set(data) - _INVENTORY_KEYS):
         problems.append(src.problem((key,), f"unknown top-level key (expected one of {', '.join(sorted(_INVENTORY_KEYS))})"))
 
-    for i, inc in enumerate(data.get("include") or []):
+    includes = data.get("include") or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list):
+        problems.append(src.problem(("include",), "expected a list of inventory files (or 'default')"))
+        includes = []
+    for section in ("providers", "regions", "latency_ms"):
+        if section in data and not isinstance(data[section], dict | None):
+            problems.append(src.problem((section,), "expected a mapping"))
+            data = {k: v for k, v in data.items() if k != section}
+    if "pools" in data and not isinstance(data["pools"], list | None):
+        problems.append(src.problem(("pools",), "expected a list of pools"))
+        data = {k: v for k, v in data.items() if k != "pools"}
+    for i, inc in enumerate(includes):
         if not isinstance(inc, str):
             problems.append(src.problem(("include", i), "expected 'default' or a path to an inventory file"))
             continue
@@ -288,6 +301,10 @@ def load_inventory(path: Path | str) -> LoadedInventory:
         snapshot = SnapshotInfo.model_validate(snap_raw)
     except ValidationError as exc:
         raise InputError(validation_problems(exc, snap_src, ("snapshot",))) from None
+    pool_ids = [p.id for p in parts.pools or ()]
+    duplicates = sorted({p for p in pool_ids if pool_ids.count(p) > 1})
+    if duplicates:
+        raise InputError([Problem(str(path), None, "pools", f"capacity pool defined twice: {', '.join(duplicates)}")])
     try:
         inventory = Inventory(snapshot=snapshot, offers=tuple(parts.offers or ()), pools=tuple(parts.pools or ()),
                               latency_ms=parts.latency or {})

@@ -154,16 +154,19 @@ class Inventory(Frozen):
 class GpuRequest(Frozen):
     """GPUs per replica.
 
-    ``count`` is in GPUs of the reference model: the model whose relative throughput is 1.0 (or the
-    first model listed when no throughput is given). An alternative model with relative throughput
-    ``t`` needs ``ceil(count / t)`` GPUs: with ``throughput: {A100: 1, H100: 2}`` and ``count: 2``,
-    one H100 stands in for two A100s.
+    ``count`` is in GPUs of the reference model, the first model listed. An alternative model needs
+    ``ceil(count × t_ref / t_model)`` GPUs, where ``t`` is the relative throughput: with
+    ``throughput: {A100: 1, H100: 2}`` and ``count: 2``, one H100 stands in for two A100s.
+
+    ``max_nodes`` caps how many instances one replica may span. It defaults to 1 for services
+    (a replica is one machine) and to no limit for batch work (multi-node training).
     """
 
     models: Annotated[tuple[str, ...], Field(min_length=1)]
     count: PosInt
     min_memory_gib: NonNegFloat = 0.0
     throughput: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    max_nodes: PosInt | None = None
 
     @field_validator("models", mode="before")
     @classmethod
@@ -254,6 +257,13 @@ class Workload(Frozen):
         if self.spread.min_providers > self.replicas or self.spread.min_regions > self.replicas:
             raise ValueError("spread asks for more distinct providers or regions than there are replicas")
         return self
+
+    @property
+    def max_nodes(self) -> int | None:
+        """Most instances one replica may span: the request's limit, else 1 for services."""
+        if self.gpu.max_nodes is not None:
+            return self.gpu.max_nodes
+        return 1 if self.kind == "service" else None
 
     @property
     def fewest_replicas(self) -> int:

@@ -70,6 +70,8 @@ def verify_plan(plan: Plan, scenario: Scenario) -> list[str]:
         need = _needed_gpus(w, o.gpu_model, scenario)
         if p.nodes * o.gpu_count < need:
             out.append(f"{where}: {p.nodes}x{o.gpu_count} GPUs < {need} needed")
+        if w.max_nodes is not None and p.nodes > w.max_nodes:
+            out.append(f"{where}: {p.nodes} nodes, more than the {w.max_nodes} allowed per replica")
         if p.nodes * o.vcpus < w.vcpus or p.nodes * o.memory_gib < w.memory_gib:
             out.append(f"{where}: not enough vCPUs or memory")
         if o.capacity_type == "spot" and not w.interruptible:

@@ -144,33 +144,37 @@ def test_multi_node_replicas_and_egress(tmp_path: Path) -> None:
 def _exact_cost(workloads: list[dict[str, Any]], offers: list[dict[str, Any]]) -> float:
     """Enumerate every assignment of single-replica workloads to offers (or nowhere).
 
-    A replica needing more GPUs than an instance has takes several instances of that offer; an
+    A replica needing more GPUs than an instance has takes several instances of that offer (services
+    may not: they run on one node); each node beyond the first adds the $0.01/h tie-break; an
     unplaced replica costs priority × (1 + the dearest single-replica option, rounded up).
     """
 
     def nodes(w: dict[str, Any], o: dict[str, Any]) -> int:
         return math.ceil(w["gpu"]["count"] / o["gpu_count"])
 
+    def cost(w: dict[str, Any], o: dict[str, Any]) -> float:
+        return nodes(w, o) * o["hourly_usd"] + 0.01 * (nodes(w, o) - 1)
+
     fits = {(wi, oi) for wi, w in enumerate(workloads) for oi, o in enumerate(offers)
-            if o["gpu_model"] in w["gpu"]["models"] and (o.get("available") is None or nodes(w, o) <= o["available"])}
-    penalty = math.ceil(1 + max((nodes(workloads[wi], offers[oi]) * offers[oi]["hourly_usd"] for wi, oi in fits),
-                                default=0.0))
+            if o["gpu_model"] in w["gpu"]["models"] and (o.get("available") is None or nodes(w, o) <= o["available"])
+            and (w.get("kind") == "batch" or nodes(w, o) == 1)}
+    penalty = math.ceil(1 + max((cost(workloads[wi], offers[oi]) for wi, oi in fits), default=0.0))
     best = None
     for choice in itertools.product(range(-1, len(offers)), repeat=len(workloads)):
         used: dict[int, int] = {}
-        cost = 0.0
+        total = 0.0
         for wi, c in enumerate(choice):
             w = workloads[wi]
             if c < 0:
-                cost += penalty * w.get("priority", 100)
+                total += penalty * w.get("priority", 100)
                 continue
             if (wi, c) not in fits:
                 break
             used[c] = used.get(c, 0) + nodes(w, offers[c])
-            cost += nodes(w, offers[c]) * offers[c]["hourly_usd"]
+            total += cost(w, offers[c])
         else:
             if all(o.get("available") is None or used.get(i, 0) <= o["available"] for i, o in enumerate(offers)):
-                best = cost if best is None else min(best, cost)
+                best = total if best is None else min(best, total)
     assert best is not None
     return best
 
@@ -184,8 +188,8 @@ def test_matches_exhaustive_search_on_small_instances(tmp_path: Path, seed: int)
     offers = [offer("aws", rng.choice(["us-east-1", "eu-central-1"]), f"t{i}", rng.choice(gpus),
                     rng.choice([1, 2, 4]), round(rng.uniform(0.5, 20), 2), available=rng.choice([1, 2]))
               for i in range(5)]
-    workloads = [{"name": f"w{i}", "team": "t", "gpu": {"models": rng.sample(gpus, rng.randint(1, 2)),
-                                                        "count": rng.choice([1, 2])}}
+    workloads = [{"name": f"w{i}", "team": "t", "kind": rng.choice(["service", "batch"]),
+                  "gpu": {"models": rng.sample(gpus, rng.randint(1, 2)), "count": rng.choice([1, 2, 4])}}
                  for i in range(4)]
     plan = _plan(write_scenario(tmp_path, workloads, inventory=inventory_doc(offers=offers, pools=[])))
     assert plan.solver.status == "OPTIMAL"
