@@ -219,3 +219,31 @@ def test_plan_file_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     path.write_text(plan_to_json(plan).replace('"hourly_usd": 0.71', '"hourly_usd": 0.01', 1))
     with pytest.raises(PlanError, match="modified after it was written"):
         read_plan(path)
+
+
+def test_time_limited_solve_is_feasible_and_reports_its_gap(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(7)
+    gpus = ["H100", "A100", "L4", "L40S"]
+    offers = [offer(rng.choice(["aws", "gcp"]), rng.choice(["us-east-1", "eu-central-1"]) if i % 2 else "us-east-1",
+                    f"t{i}", rng.choice(gpus), rng.choice([1, 2, 4, 8]), round(rng.uniform(0.5, 40), 2),
+                    available=rng.randint(1, 6))
+              for i in range(40)]
+    for o in offers:
+        if o["provider"] == "gcp":
+            o["region"] = "europe-west4"
+    workloads = [{"name": f"w{i}", "team": f"t{i % 5}", "kind": "batch", "replicas": rng.randint(1, 3),
+                  "priority": rng.randint(1, 300),
+                  "gpu": {"models": rng.sample(gpus, 2), "count": rng.choice([1, 2, 4, 8])}}
+                 for i in range(150)]
+    folder = write_scenario(tmp_path, workloads, inventory=inventory_doc(offers=offers, pools=[]))
+    scenario = load_scenario(folder)
+    plan = make_plan(scenario, PlanOptions(max_deterministic_time=0.02, workers=2))
+    assert verify_plan(plan, scenario) == []
+    assert plan.solver.objective >= plan.solver.best_bound - 1e-6
+    if plan.solver.status == "FEASIBLE":
+        assert plan.solver.gap == pytest.approx(
+            (plan.solver.objective - plan.solver.best_bound) / plan.solver.objective, abs=1e-5)
+    again = make_plan(scenario, PlanOptions(max_deterministic_time=0.02, workers=2))
+    assert plan_to_json(again) == plan_to_json(plan)
