@@ -206,6 +206,24 @@ def _display_files(files: tuple[str, ...]) -> tuple[str, ...]:
     return tuple("<bundled>/default.yaml" if f == bundled else f for f in files)
 
 
+def git_provenance(path: str | None) -> dict[str, Any]:
+    """The git commit the policy files come from, and whether they differ from it (dirty)."""
+    import subprocess
+
+    if path is None:
+        return {"commit": None, "dirty": None}
+    target = Path(path)
+    folder = target if target.is_dir() else target.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
+                                text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(status.strip())}
+
+
 def plan_inputs(scenario: Scenario) -> dict[str, InputDigest]:
     snap = scenario.inventory.inventory.snapshot
     return {
@@ -217,7 +235,7 @@ def plan_inputs(scenario: Scenario) -> dict[str, InputDigest]:
                     "offers": len(scenario.inventory.inventory.offers), "path": scenario.inventory_path},
         ),
         "policies": InputDigest(digest=scenario.policies.digest, files=scenario.policies.files,
-                                detail={"path": scenario.policy_path}),
+                                detail={"path": scenario.policy_path, **git_provenance(scenario.policy_path)}),
     }
 
 

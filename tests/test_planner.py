@@ -247,3 +247,21 @@ def test_time_limited_solve_is_feasible_and_reports_its_gap(tmp_path: Path) -> N
             (plan.solver.objective - plan.solver.best_bound) / plan.solver.objective, abs=1e-5)
     again = make_plan(scenario, PlanOptions(max_deterministic_time=0.02, workers=2))
     assert plan_to_json(again) == plan_to_json(plan)
+
+
+def test_plan_records_policy_commit_and_dirty_flag(tmp_path: Path) -> None:
+    folder = write_scenario(tmp_path, [{"name": "inf", "team": "t", "gpu": {"models": ["L4"], "count": 1}}],
+                            policies={"teams.yaml": {"teams": {"t": {"budget_hourly_usd": 10}}}})
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "policies")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "policies")
+    head = git("rev-parse", "HEAD").strip()
+    detail = make_plan(load_scenario(folder)).inputs["policies"].detail
+    assert detail["commit"] == head and detail["dirty"] is False
+    (folder / "policies" / "teams.yaml").write_text("teams:\n  t: {budget_hourly_usd: 11}\n")
+    detail = make_plan(load_scenario(folder)).inputs["policies"].detail
+    assert detail["commit"] == head and detail["dirty"] is True
