@@ -303,6 +303,14 @@ class TeamRule(Frozen):
     budget_monthly_usd: NonNegFloat | None = None
     max_interruptible_share: Annotated[float, Field(ge=0, le=1)] | None = None
 
+    @property
+    def hourly_limit_usd(self) -> float | None:
+        """The tighter of the hourly budget and the monthly budget spread over 730 hours."""
+        limits = [b for b in (self.budget_hourly_usd,
+                              None if self.budget_monthly_usd is None else self.budget_monthly_usd / 730.0)
+                  if b is not None]
+        return min(limits) if limits else None
+
 
 class GpuPolicy(Frozen):
     allowed: tuple[str, ...] = ()

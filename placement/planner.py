@@ -101,12 +101,11 @@ def _unplaced_summary(
     why = []
     team = pol.teams.get(w.team)
     cheapest = min(c.hourly_usd for c in wc.candidates)
-    if team is not None:
-        limits = [b for b in (team.budget_hourly_usd,
-                              None if team.budget_monthly_usd is None else team.budget_monthly_usd / HOURS_PER_MONTH)
-                  if b is not None]
-        if limits and team_spend + cheapest * (w.fewest_replicas - placed if placed else w.fewest_replicas) > min(limits):
-            why.append(f"team {w.team} budget ${min(limits):,.2f}/h would be exceeded (${team_spend:,.2f}/h in use)")
+    limit = None if team is None else team.hourly_limit_usd
+    if limit is not None:
+        needed = cheapest * (w.fewest_replicas - placed if placed else w.fewest_replicas)
+        if team_spend + needed > limit:
+            why.append(f"team {w.team} budget ${limit:,.2f}/h would be exceeded (${team_spend:,.2f}/h in use)")
     if w.spread.min_providers > 1:
         fitting = {inv.offers[c.offer_index].provider for c in wc.candidates}
         if len(fitting) < w.spread.min_providers:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from placement.candidates import HOURS_PER_MONTH, Candidate, WorkloadCandidates
+from placement.candidates import Candidate, WorkloadCandidates
 from placement.errors import SolverError
 from placement.models import Inventory, PolicySet
 
@@ -142,11 +142,9 @@ def solve(
 
     # Team rules: budgets and the share of GPUs that may be interruptible.
     for team, rule in policies.teams.items():
-        limits = [b for b in (rule.budget_hourly_usd,
-                              None if rule.budget_monthly_usd is None else rule.budget_monthly_usd / HOURS_PER_MONTH)
-                  if b is not None]
-        if limits and team_cost.get(team):
-            model.add(sum(cost * var for var, cost in team_cost[team]) <= money(min(limits)))
+        limit = rule.hourly_limit_usd
+        if limit is not None and team_cost.get(team):
+            model.add(sum(cost * var for var, cost in team_cost[team]) <= money(limit))
         if rule.max_interruptible_share is not None and team_gpus.get(team):
             share = round(rule.max_interruptible_share * SHARE_SCALE)
             model.add(
