@@ -100,11 +100,16 @@ def check_inputs(plan: Plan) -> Scenario:
         "policies": scenario.policies.digest,
     }
     changed = [name for name, digest in current.items() if plan.inputs[name].digest != digest]
-    if changed:
-        raise StalePlanError(
-            f"saved plan is stale: the {', '.join(changed)} changed since the plan was made; run `placement plan` again"
-        )
     violations = verify_plan(plan, scenario)
+    if changed:
+        broken = ""
+        if violations:
+            listed = "\n  ".join(violations[:20])
+            broken = f"\nunder the current inputs the plan breaks {len(violations)} rule(s):\n  {listed}"
+        raise StalePlanError(
+            f"saved plan is stale: the {', '.join(changed)} changed since the plan was made; "
+            f"run `placement plan` again{broken}"
+        )
     if violations:
         listed = "\n  ".join(violations[:20])
         raise PlanError(f"the plan breaks {len(violations)} rule(s) of its inputs and will not be applied:\n  {listed}")

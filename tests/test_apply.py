@@ -173,3 +173,16 @@ def test_provider_without_adapter_refused_before_anything_runs(env: dict[str, An
     with pytest.raises(PlacementError, match="no adapter for corp"):
         apply_plan(path, env["store"], factory, ApplyOptions(owner="t", auto_approve=True))
     assert _running(env) == 0 and env["store"].serial() == 0
+
+
+def test_policy_change_that_forbids_a_placement_is_named(env: dict[str, Any]) -> None:
+    pdir = env["folder"] / "policies"
+    pdir.mkdir(exist_ok=True)
+    (pdir / "providers.yaml").write_text("forbidden_providers: []\n")
+    path = _plan(env)
+    (pdir / "providers.yaml").write_text("forbidden_providers: [gcp]\n")
+    with pytest.raises(StalePlanError) as info:
+        _apply(env, path)
+    text = str(info.value)
+    assert "the policies changed" in text and "provider gcp forbidden by policy" in text
+    assert _running(env) == 0 and env["store"].serial() == 0
