@@ -321,20 +321,40 @@ def _run_action(ctx: _Context, action: Action, by_replica: dict[tuple[str, int],
     ctx.report.done.append(action.id)
 
 
+@dataclass(frozen=True)
+class PreparedApply:
+    """A plan that passed every check that needs no state: digest, inputs, constraints, adapters."""
+
+    plan: Plan
+    scenario: Scenario
+    computes: dict[str, Compute]
+    computes_for: ComputeFactory
+
+
+def prepare_apply(plan_path: Path, computes_for: ComputeFactory, options: ApplyOptions) -> PreparedApply:
+    plan = read_plan(plan_path)
+    scenario = check_inputs(plan) if options.check_inputs else scenario_of(plan)
+    changes = plan.changes()
+    providers = sorted({a.provider for a in changes if a.provider} | {a.from_provider for a in changes if a.from_provider})
+    computes: dict[str, Compute] = {}
+    for name in providers:
+        computes[name] = computes_for(name)  # raises for a provider with no adapter, before anything runs
+    return PreparedApply(plan, scenario, computes, computes_for)
+
+
 def apply_plan(
     plan_path: Path,
     store: StateStore,
     computes_for: ComputeFactory,
     options: ApplyOptions,
 ) -> ApplyReport:
-    plan = read_plan(plan_path)
-    scenario = check_inputs(plan) if options.check_inputs else scenario_of(plan)
+    return run_prepared(prepare_apply(plan_path, computes_for, options), store, options)
+
+
+def run_prepared(prepared: PreparedApply, store: StateStore, options: ApplyOptions) -> ApplyReport:
+    plan, scenario, computes, computes_for = prepared.plan, prepared.scenario, dict(prepared.computes), prepared.computes_for
     report = ApplyReport(plan_digest=plan.digest)
     changes = plan.changes()
-    providers = sorted({a.provider for a in changes if a.provider} | {a.from_provider for a in changes if a.from_provider})
-    computes: dict[str, Compute] = {}
-    for name in providers:
-        computes[name] = computes_for(name)  # raises for a provider with no adapter, before anything runs
     with store.locked(options.owner, f"apply {plan.digest[:19]}", options.lock_timeout_s):
         check_state(plan, store)
         done = store.completed_actions(plan.digest)

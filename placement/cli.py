@@ -231,7 +231,7 @@ def apply(
     no_failover: Annotated[bool, typer.Option("--no-failover", help="stop on capacity or quota errors instead of re-planning")] = False,
 ) -> None:
     """Execute a saved plan, and nothing else."""
-    from placement.apply import ApplyOptions, apply_plan
+    from placement.apply import ApplyOptions, prepare_apply, run_prepared
     from placement.state import StateStore
 
     console = _out_console()
@@ -246,11 +246,11 @@ def apply(
         return typer.confirm("Apply these changes?", default=False)
 
     factory = _compute_factory(providers)
+    options = ApplyOptions(owner=_owner(), auto_approve=auto_approve, parallelism=parallelism,
+                           lock_timeout_s=lock_timeout, failover=not no_failover, confirm=confirm)
+    prepared = prepare_apply(plan_file, factory, options)  # every check that needs no state, first
     with StateStore.open(state_location(state)) as store:
-        report = apply_plan(plan_file, store, factory, ApplyOptions(
-            owner=_owner(), auto_approve=auto_approve, parallelism=parallelism, lock_timeout_s=lock_timeout,
-            failover=not no_failover, confirm=confirm,
-        ))
+        report = run_prepared(prepared, store, options)
     if report.cancelled:
         console.print("apply cancelled; nothing changed")
         raise typer.Exit(1)
