@@ -59,9 +59,9 @@ def user_errors(func: F) -> F:
 
 
 def _out_console() -> Console:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
-        console = Console(highlight=False, width=200)
+        console = Console(highlight=False, soft_wrap=True, width=200)
     return console
 
 
