@@ -377,6 +377,72 @@ def force_unlock(
     _out_console().print(f"lock {lock_id} ({info.owner}, {info.operation}) removed", markup=False)
 
 
+providers_app = typer.Typer(help="Provider accounts: what is configured and usable.", no_args_is_help=True)
+inventory_app = typer.Typer(help="Inventory snapshots from the configured providers.", no_args_is_help=True)
+app.add_typer(providers_app, name="providers")
+app.add_typer(inventory_app, name="inventory")
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+@providers_app.command("check")
+@user_errors
+def providers_check(
+    providers: Annotated[Path | None, typer.Option("--providers", help=f"providers config (env {PROVIDERS_ENV})")] = None,
+    policies: Annotated[Path | None, typer.Option("--policies", "-p", help="policy folder: are they allowed?")] = None,
+    no_probe: Annotated[bool, typer.Option("--no-probe", help="do not call the providers' APIs")] = False,
+) -> None:
+    """Which providers are configured, reachable and allowed, and what the others need."""
+    from placement.inputs import load_policies
+    from providers.check import check_providers
+    from providers.registry import load_providers_config
+
+    config = load_providers_config(_providers_path(providers))
+    pol = load_policies(policies).policies if policies is not None else None
+    rows = check_providers(config, pol, probe=not no_probe)
+    table = Table(title="Providers", title_justify="left")
+    for col in ("provider", "type", "configured", "credentials", "reachable", "allowed", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.type, _yes(r.configured), _yes(r.credentials), _yes(r.reachable), _yes(r.allowed),
+                      r.detail)
+    console = _out_console()
+    console.print(table)
+    usable = [r.name for r in rows if r.configured and r.credentials and r.reachable is not False and r.allowed]
+    console.print(f"usable: {', '.join(usable) if usable else 'none'}")
+
+
+@inventory_app.command("refresh")
+@user_errors
+def inventory_refresh(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="where snapshots are written")] = Path("inventory"),
+    providers: Annotated[Path | None, typer.Option("--providers", help=f"providers config (env {PROVIDERS_ENV})")] = None,
+    only: Annotated[list[str] | None, typer.Option("--provider", help="refresh only these providers")] = None,
+) -> None:
+    """Write a dated inventory snapshot from the configured providers."""
+    from placement.refresh import refresh_inventory
+    from providers.registry import load_providers_config
+
+    config = load_providers_config(_providers_path(providers))
+    names = sorted(only or config.providers)
+    unknown = sorted(set(names) - set(config.providers))
+    if unknown or not names:
+        raise PlacementError(f"not configured: {', '.join(unknown) or 'no providers'}; see `placement providers check`")
+    report = refresh_inventory(names, _compute_factory(providers), out_dir)
+    console = _out_console()
+    for name, n in sorted(report.fresh.items()):
+        console.print(f"  {name}: {n} offers", markup=False)
+    for name, err in sorted(report.stale.items()):
+        console.print(f"  [yellow]{name}: refresh failed ({err}); its last good offers are used, marked stale[/]")
+    for name, err in sorted(report.missing.items()):
+        console.print(f"  [red]{name}: refresh failed ({err}) and there is no earlier snapshot[/]")
+    console.print(f"wrote {report.path} ({report.offers} offers) and {out_dir / 'latest.yaml'}", markup=False)
+    if report.missing:
+        raise typer.Exit(1)
+
+
 @app.command()
 @user_errors
 def schema(

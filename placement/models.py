@@ -119,6 +119,10 @@ class SnapshotInfo(Frozen):
     prices: str = Field(description="what the prices are, e.g. 'public list prices'")
     sources: tuple[str, ...] = ()
     notes: str = ""
+    # Providers whose offers were carried over from an older snapshot because a refresh failed.
+    stale_providers: tuple[str, ...] = ()
+    # When each provider's offers were read (UTC ISO 8601), for refreshed snapshots.
+    provider_taken_at: dict[str, str] = Field(default_factory=dict)
 
 
 class Inventory(Frozen):
