@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from placement.cli_policy import explain_command, policy_app
 from placement.diff import EMPTY_STATE, StateView, attach_state, view_from_snapshot
 from placement.errors import InputError, PlacementError
 from placement.models import Inventory, Plan, PolicySet, WorkloadSet
@@ -381,6 +382,8 @@ providers_app = typer.Typer(help="Provider accounts: what is configured and usab
 inventory_app = typer.Typer(help="Inventory snapshots from the configured providers.", no_args_is_help=True)
 app.add_typer(providers_app, name="providers")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(policy_app, name="policy")
+app.command("explain")(explain_command)
 
 
 def _yes(value: bool | None) -> str:
