@@ -30,12 +30,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from placement.errors import InputError, PlacementError, Problem
 from placement.models import Name
 from placement.yamlio import error_problems, parse_yaml
+from providers.azure import AzureSettings
 from providers.base import TAG_PREFIX
+from providers.lambda_cloud import LambdaSettings
 
 if TYPE_CHECKING:
     from providers.base import Compute
 
-ADAPTER_TYPES: tuple[str, ...] = ("aws",)
+ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "lambda")
 
 _CREDENTIAL_KEYS = frozenset({
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key", "access_key_id",
@@ -112,16 +114,19 @@ class OtherProviderSettings(BaseModel):
     type: Annotated[str, Field(min_length=1)]
 
 
-_SETTINGS_TAGS = ("aws", "other")
+_SETTINGS_TAGS = ("aws", "azure", "lambda", "other")
 
 
 def _settings_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    return "aws" if kind == "aws" else "other"
+    return kind if kind in ("aws", "azure", "lambda") else "other"
 
 
 ProviderSettings = Annotated[
-    Annotated[AwsSettings, Tag("aws")] | Annotated[OtherProviderSettings, Tag("other")],
+    Annotated[AwsSettings, Tag("aws")]
+    | Annotated[AzureSettings, Tag("azure")]
+    | Annotated[LambdaSettings, Tag("lambda")]
+    | Annotated[OtherProviderSettings, Tag("other")],
     Discriminator(_settings_kind),
 ]
 
@@ -193,6 +198,14 @@ def build_compute(
         from providers.aws import AwsCompute
 
         return AwsCompute(provider, settings, prices=prices, session=session)
+    if isinstance(settings, AzureSettings):
+        from providers.azure import AzureCompute
+
+        return AzureCompute(provider, settings, prices=prices, credential=session)
+    if isinstance(settings, LambdaSettings):
+        from providers.lambda_cloud import LambdaCompute
+
+        return LambdaCompute(provider, settings)
     raise PlacementError(
         f"provider {provider!r} has type {settings.type!r}, which has no adapter "
         f"(adapters: {', '.join(ADAPTER_TYPES)})"
