@@ -32,12 +32,13 @@ from placement.models import Name
 from placement.yamlio import error_problems, parse_yaml
 from providers.azure import AzureSettings
 from providers.base import TAG_PREFIX
+from providers.gcp import GcpSettings
 from providers.lambda_cloud import LambdaSettings
 
 if TYPE_CHECKING:
     from providers.base import Compute
 
-ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "lambda")
+ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "gcp", "lambda")
 
 _CREDENTIAL_KEYS = frozenset({
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key", "access_key_id",
@@ -114,17 +115,18 @@ class OtherProviderSettings(BaseModel):
     type: Annotated[str, Field(min_length=1)]
 
 
-_SETTINGS_TAGS = ("aws", "azure", "lambda", "other")
+_SETTINGS_TAGS = ("aws", "azure", "gcp", "lambda", "other")
 
 
 def _settings_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    return kind if kind in ("aws", "azure", "lambda") else "other"
+    return kind if kind in ("aws", "azure", "gcp", "lambda") else "other"
 
 
 ProviderSettings = Annotated[
     Annotated[AwsSettings, Tag("aws")]
     | Annotated[AzureSettings, Tag("azure")]
+    | Annotated[GcpSettings, Tag("gcp")]
     | Annotated[LambdaSettings, Tag("lambda")]
     | Annotated[OtherProviderSettings, Tag("other")],
     Discriminator(_settings_kind),
@@ -198,6 +200,10 @@ def build_compute(
         from providers.aws import AwsCompute
 
         return AwsCompute(provider, settings, prices=prices, session=session)
+    if isinstance(settings, GcpSettings):
+        from providers.gcp import GcpCompute
+
+        return GcpCompute(provider, settings, prices=prices)
     if isinstance(settings, AzureSettings):
         from providers.azure import AzureCompute
 

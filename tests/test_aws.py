@@ -240,16 +240,16 @@ def test_registry_builds_aws_and_names_missing_adapters(tmp_path: Path) -> None:
         "    subnet_ids: {us-east-1a: subnet-1}\n"
         "    security_group_ids: {us-east-1: [sg-1]}\n"
         "    tags: {cost-center: ml}\n"
-        "  gcp-main:\n"
-        "    type: gcp\n"
-        "    project: example\n",
+        "  oci-main:\n"
+        "    type: oci\n"
+        "    tenancy: example\n",
         encoding="utf-8",
     )
     config = load_providers_config(path)
     compute = build_compute("aws", config, session=boto3.session.Session(region_name=REGION))
     assert isinstance(compute, AwsCompute) and compute.name == "aws"
-    with pytest.raises(PlacementError, match="'gcp-main' has type 'gcp', which has no adapter"):
-        build_compute("gcp-main", config)
+    with pytest.raises(PlacementError, match="'oci-main' has type 'oci', which has no adapter"):
+        build_compute("oci-main", config)
     with pytest.raises(PlacementError, match="no provider named 'azure'"):
         build_compute("azure", config)
     assert load_providers_config(None) == ProvidersConfig()
