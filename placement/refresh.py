@@ -33,7 +33,7 @@ class RefreshReport:
     missing: dict[str, str] = field(default_factory=dict)  # failed with no earlier snapshot to use
 
 
-def _read_provider(compute: Any) -> tuple[list[Offer], list[CapacityPool]]:
+def read_provider(compute: Any) -> tuple[list[Offer], list[CapacityPool]]:
     inventory = getattr(compute, "inventory", None)
     if callable(inventory):
         got = inventory()
@@ -72,7 +72,7 @@ def refresh_inventory(
     taken_at: dict[str, str] = {}
     for name in sorted(providers):
         try:
-            got_offers, got_pools = _read_provider(computes_for(name))
+            got_offers, got_pools = read_provider(computes_for(name))
             taken_at[name] = now.isoformat(timespec="seconds")
             report.fresh[name] = len(got_offers)
         except PlacementError as exc:
