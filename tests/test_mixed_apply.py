@@ -34,7 +34,7 @@ from tests.test_aws import REGION, ami, ec2, moto, moto_url  # noqa: F401  (fixt
 
 
 @pytest.fixture
-def clouds(moto: str, ami: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Compute]]:  # noqa: F811
+def clouds(moto: str, ami: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:  # noqa: F811
     gstub = seed_gpu_world(GcpStub(project=gc.PROJECT)).start()
     astub = az.AzureStub(az.SUB).start()
     az.seed(astub)
@@ -54,6 +54,7 @@ def clouds(moto: str, ami: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                 ssh_public_key_path=str(pubkey))),
             "lambda": lc.make_adapter(lc.LambdaSettings(regions=("us-east-1",), ssh_key_names=("ops",),
                                                         base_url=lstub.url)),
+            "stubs": {"gcp": gstub, "azure": astub},
         }
         assert gstub.violations == [] and astub.violations == [] and lstub.violations == []
     finally:
@@ -69,7 +70,7 @@ def _pick(offers: list[Offer], provider: str) -> Offer:
     return sorted(usable, key=lambda o: (o.hourly_usd, o.id))[0]
 
 
-def test_plan_across_four_clouds_applies_and_destroys_cleanly(clouds: dict[str, Compute], tmp_path: Path) -> None:
+def _scenario(clouds: dict[str, Compute], tmp_path: Path, workloads: Any = None) -> tuple[Path, dict[str, Offer]]:
     read = {name: read_provider(compute) for name, compute in clouds.items()}
     chosen = {name: _pick(offers, name) for name, (offers, _) in read.items()}
     pool_ids = {p for o in chosen.values() for p in o.pools}
@@ -79,7 +80,7 @@ def test_plan_across_four_clouds_applies_and_destroys_cleanly(clouds: dict[str, 
         "pools": [p.model_dump(mode="json") for _, pools in read.values() for p in pools if p.id in pool_ids],
         "offers": [{**o.model_dump(mode="json"), "available": 2} for o in chosen.values()],
     }
-    workloads: list[dict[str, Any]] = [
+    workloads = workloads(chosen) if workloads else [
         {"name": f"on-{name}", "team": "t", "gpu": {"models": [o.gpu_model], "count": 1},
          "vcpus": 1, "memory_gib": 1, "residency": {"regions": [o.region_key]}}
         for name, o in chosen.items()
@@ -88,6 +89,13 @@ def test_plan_across_four_clouds_applies_and_destroys_cleanly(clouds: dict[str, 
     folder.mkdir()
     (folder / "inventory.yaml").write_text(yaml.safe_dump(inventory))
     (folder / "workloads.yaml").write_text(yaml.safe_dump({"format_version": 1, "workloads": workloads}))
+    return folder, chosen
+
+
+def test_plan_across_four_clouds_applies_and_destroys_cleanly(clouds: dict[str, Any], tmp_path: Path) -> None:
+    stubs = clouds.pop("stubs")
+    assert stubs
+    folder, _ = _scenario(clouds, tmp_path)
     store = StateStore.open(tmp_path / "state.db")
     plan = attach_state(make_plan(load_scenario(folder)), view_from_snapshot(store.snapshot()))
     assert not plan.unplaced, plan.unplaced
@@ -107,4 +115,35 @@ def test_plan_across_four_clouds_applies_and_destroys_cleanly(clouds: dict[str, 
     for name, compute in clouds.items():
         assert compute.list_managed() == [], name
     assert store.placements() == []
+    store.close()
+
+
+def test_capacity_error_on_one_cloud_fails_over_to_another(clouds: dict[str, Any], tmp_path: Path) -> None:
+    stubs = clouds.pop("stubs")
+
+    def one_of_two(chosen: dict[str, Offer]) -> list[dict[str, Any]]:
+        g, a = chosen["gcp"], chosen["azure"]
+        return [{"name": "web", "team": "t", "gpu": {"models": sorted({g.gpu_model, a.gpu_model}), "count": 1},
+                 "vcpus": 1, "memory_gib": 1, "residency": {"regions": [g.region_key, a.region_key]}}]
+
+    folder, chosen = _scenario(clouds, tmp_path, one_of_two)
+    store = StateStore.open(tmp_path / "state.db")
+    plan = attach_state(make_plan(load_scenario(folder)), view_from_snapshot(store.snapshot()))
+    (first,) = plan.placements
+    if first.provider == "gcp":
+        stubs["gcp"].insert_failures.append(gc.POOL_EXHAUSTED)
+        other = "azure"
+    else:
+        stubs["azure"].failures[chosen["azure"].instance_type] = az.Failure(
+            "AllocationFailed", "Allocation failed. We do not have sufficient capacity.", asynchronous=True)
+        other = "gcp"
+    path = tmp_path / "plan.json"
+    path.write_text(plan_to_json(plan))
+    report = apply_plan(path, store, lambda n: clouds[n], ApplyOptions(owner="test", auto_approve=True))
+    assert report.ok, report.failed
+    assert len(report.failovers) == 1 and f"-> {chosen[other].id}" in report.failovers[0]
+    assert [m.workload for m in clouds[other].list_managed()] == ["web"]
+    assert clouds[first.provider].list_managed() == []
+    record = store.get_placement("web", 0)
+    assert record is not None and record.provider == other
     store.close()
