@@ -123,7 +123,7 @@ def render_plan(plan: Plan, console: Console) -> None:
 def plan(
     scenario: Annotated[Path | None, typer.Argument(help="scenario folder (workloads.yaml, inventory.yaml, policies/)")] = None,
     workloads: Annotated[list[Path] | None, typer.Option("--workloads", "-w", help="workload file(s)")] = None,
-    inventory: Annotated[str | None, typer.Option("--inventory", "-i", help="inventory file, or 'default'")] = None,
+    inventory: Annotated[str | None, typer.Option("--inventory", "-i", help="inventory file, 'default' (bundled snapshot) or 'live' (refresh from the configured providers first)")] = None,
     policies: Annotated[Path | None, typer.Option("--policies", "-p", help="policy folder or file")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the plan JSON here")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
@@ -132,10 +132,14 @@ def plan(
     record_wall_time: Annotated[bool, typer.Option("--record-wall-time", help="store the wall-clock solve time in the plan (makes plans differ run to run)")] = False,
     state: Annotated[str | None, typer.Option("--state", help=f"state store: SQLite file or SQLAlchemy URL (env {STATE_ENV})")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 0: no changes, 2: changes, 1: error")] = False,
+    providers_config: Annotated[Path | None, typer.Option("--providers", help="providers config, for --inventory live")] = None,
+    snapshot_dir: Annotated[Path, typer.Option("--snapshot-dir", help="where --inventory live writes its snapshot")] = Path("inventory"),
 ) -> None:
-    """Plan where every workload should run and what would change. Changes nothing."""
+    """Plan where every workload should run and what would change. Changes no resources."""
     if output_format not in ("table", "json"):
         raise PlacementError(f"--format must be 'table' or 'json', not {output_format!r}")
+    if inventory == "live":
+        inventory = str(_refresh_live(providers_config, snapshot_dir))
     loaded = load_scenario(scenario, workloads, inventory, policies)
     current = read_state_view(state)
     base = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
@@ -156,6 +160,20 @@ def plan(
             console.print(f"plan written to {out}", markup=False)
     if detailed_exitcode and result.changes():
         raise typer.Exit(2)
+
+
+def _refresh_live(providers: Path | None, out_dir: Path) -> Path:
+    from placement.refresh import refresh_inventory
+    from providers.registry import load_providers_config
+
+    config = load_providers_config(_providers_path(providers))
+    if not config.providers:
+        raise PlacementError("--inventory live needs configured providers; see `placement providers check`")
+    report = refresh_inventory(sorted(config.providers), _compute_factory(providers), out_dir)
+    console = _err_console()
+    for name, err in sorted({**report.stale, **report.missing}.items()):
+        console.print(f"warning: {name}: refresh failed ({err})", markup=False)
+    return report.path
 
 
 def _hint(view: StateView) -> dict[str, dict[str, int]]:
@@ -208,10 +226,19 @@ def _compute_factory(providers: Path | None) -> Any:
 
     def factory(name: str) -> Any:
         if name not in cache:
-            cache[name] = build_compute(name, config)
+            cache[name] = build_compute(name, config, prices=_snapshot_prices(name))
         return cache[name]
 
     return factory
+
+
+def _snapshot_prices(provider: str) -> dict[tuple[str, str], float]:
+    """On-demand list prices of the bundled snapshot, the adapters' fallback when a price API is out of reach."""
+    from placement.inputs import load_inventory
+
+    inv = load_inventory("default").inventory
+    return {(o.region, o.instance_type): o.hourly_usd for o in inv.offers
+            if o.provider == provider and o.capacity_type == "on-demand"}
 
 
 def _owner() -> str:

@@ -58,3 +58,28 @@ def test_providers_check_reports_configured_and_missing(config: ProvidersConfig)
     aws = rows["aws"]
     assert aws.configured and aws.credentials and aws.reachable and "offers" in aws.detail
     assert not rows["gcp"].configured and "providers.yaml" in rows["gcp"].detail
+
+
+def test_plan_on_live_inventory_through_the_cli(moto: str, ami: str, tmp_path: Path) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "providers.yaml").write_text(yaml.safe_dump({"providers": {"aws": {
+        "type": "aws", "regions": [REGION], "image_ids": {REGION: ami}, "instance_types": ["g6.*"]}}}))
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"format_version": 1, "workloads": [
+        {"name": "inf", "team": "t", "gpu": {"models": ["L4"], "count": 1}, "vcpus": 4, "memory_gib": 16}]}))
+    result = subprocess.run([sys.executable, "-m", "placement.cli", "plan", "--workloads", "w.yaml",
+                             "--inventory", "live", "--format", "json"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    plan = json.loads(result.stdout)
+    (placement,) = plan["placements"]
+    # moto has no Pricing API: the adapter falls back to the bundled snapshot's list price
+    assert placement["provider"] == "aws" and placement["instance_type"] == "g6.xlarge"
+    assert placement["hourly_usd"] > 0
+    assert (tmp_path / "inventory" / "latest.yaml").exists()
+    assert plan["inputs"]["inventory"]["detail"]["snapshot"].startswith("refresh-")
