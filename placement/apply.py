@@ -93,6 +93,9 @@ def scenario_of(plan: Plan) -> Scenario:
 
 def check_inputs(plan: Plan) -> Scenario:
     """Refuse a plan whose input files changed since planning, or that breaks a hard constraint."""
+    if "whatif" in plan.inputs:
+        raise PlanError("this plan is a what-if variant (its inputs were changed in memory); it cannot be applied. "
+                        "Make the change in the files and run `placement plan`")
     scenario = scenario_of(plan)
     current = {
         "workloads": scenario.workloads.digest,

@@ -485,6 +485,13 @@ def schema(
     sys.stdout.write(json.dumps(models[kind].model_json_schema(), indent=2, sort_keys=True) + "\n")
 
 
+from placement.cli_whatif import cost_command, report_command, whatif_command  # noqa: E402
+
+app.command("whatif")(user_errors(whatif_command))
+app.command("report")(user_errors(report_command))
+app.command("cost")(user_errors(cost_command))
+
+
 def main() -> None:
     app()
 
