@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from placement.cli_policy import explain_command, policy_app
+from placement.cli_policy import explain_command, policy_app, price_policies_command, relax_command
 from placement.diff import EMPTY_STATE, StateView, attach_state, view_from_snapshot
 from placement.errors import InputError, PlacementError
 from placement.models import Inventory, Plan, PolicySet, WorkloadSet
@@ -132,6 +132,7 @@ def plan(
     record_wall_time: Annotated[bool, typer.Option("--record-wall-time", help="store the wall-clock solve time in the plan (makes plans differ run to run)")] = False,
     state: Annotated[str | None, typer.Option("--state", help=f"state store: SQLite file or SQLAlchemy URL (env {STATE_ENV})")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 0: no changes, 2: changes, 1: error")] = False,
+    price_policies: Annotated[bool, typer.Option("--price-policies", help="also report what the plan would cost without each policy rule")] = False,
     providers_config: Annotated[Path | None, typer.Option("--providers", help="providers config, for --inventory live")] = None,
     snapshot_dir: Annotated[Path, typer.Option("--snapshot-dir", help="where --inventory live writes its snapshot")] = Path("inventory"),
 ) -> None:
@@ -158,6 +159,17 @@ def plan(
         render_plan(result, console)
         if out is not None:
             console.print(f"plan written to {out}", markup=False)
+    if price_policies:
+        from placement.relax import price_of_policies, render_prices
+
+        prices = price_of_policies(loaded)
+        if output_format == "json":
+            sys.stderr.write(json.dumps([p.to_json() for p in prices], indent=2, sort_keys=True) + "\n")
+        else:
+            console = _out_console()
+            console.print("price of each policy rule:")
+            for line in render_prices(prices):
+                console.print(line, markup=False)
     if detailed_exitcode and result.changes():
         raise typer.Exit(2)
 
@@ -411,6 +423,8 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(policy_app, name="policy")
 app.command("explain")(explain_command)
+app.command("relax")(relax_command)
+app.command("price-policies")(price_policies_command)
 
 
 def _yes(value: bool | None) -> str:

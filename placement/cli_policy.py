@@ -147,3 +147,42 @@ def explain_command(
         return
     for line in render_explanation(data):
         _out(line)
+
+
+@_user_errors
+def relax_command(
+    scenario: Annotated[Path, typer.Argument(help="scenario folder (workloads.yaml, inventory.yaml, policies/)")],
+    workload: Annotated[list[str], typer.Argument(help="unplaced workload(s) to find a relaxation for")],
+    output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Why unplaced workloads are left out: a minimal conflicting rule set and the cheapest relaxation."""
+    from placement.relax import relax, render_relaxation
+    from placement.scenario import load_scenario
+
+    if output_format not in ("text", "json"):
+        raise PlacementError(f"--format must be 'text' or 'json', not {output_format!r}")
+    result = relax(load_scenario(scenario), workload)
+    if output_format == "json":
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        return
+    for line in render_relaxation(result):
+        _out(line)
+
+
+@_user_errors
+def price_policies_command(
+    scenario: Annotated[Path, typer.Argument(help="scenario folder (workloads.yaml, inventory.yaml, policies/)")],
+    output_format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """The price of each policy rule: the plan's $/h and placed replicas with and without it."""
+    from placement.relax import price_of_policies, render_prices
+    from placement.scenario import load_scenario
+
+    if output_format not in ("text", "json"):
+        raise PlacementError(f"--format must be 'text' or 'json', not {output_format!r}")
+    prices = price_of_policies(load_scenario(scenario))
+    if output_format == "json":
+        sys.stdout.write(json.dumps([p.to_json() for p in prices], indent=2, sort_keys=True) + "\n")
+        return
+    for line in render_prices(prices):
+        _out(line)
