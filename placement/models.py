@@ -345,6 +345,14 @@ class Preferences(Frozen):
     provider_bonus_usd_per_hour: dict[str, NonNegFloat] = Field(default_factory=dict)
 
 
+class SpreadPolicy(Frozen):
+    """Spread every workload of these kinds must have, when it has enough replicas for it."""
+
+    min_providers: PosInt = 1
+    min_regions: PosInt = 1
+    kinds: tuple[WorkloadKind, ...] = ("service",)
+
+
 class SolverSettings(Frozen):
     max_deterministic_time: Annotated[float, Field(gt=0)] = 30.0
     workers: Annotated[int, Field(ge=1, le=64)] = 2
@@ -359,6 +367,7 @@ class PolicySet(Frozen):
     forbidden_providers: tuple[str, ...] = ()
     forbidden_regions: tuple[str, ...] = ()
     preferences: Preferences = Field(default_factory=Preferences)
+    spread: SpreadPolicy = Field(default_factory=SpreadPolicy)
     solver: SolverSettings = Field(default_factory=SolverSettings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,24 @@ def load_scenario(
         policy_path=None if pol_path is None else str(pol_path),
     )
     cross_check(scenario)
-    return scenario
+    return with_policy_spread(scenario)
+
+
+def with_policy_spread(scenario: Scenario) -> Scenario:
+    """Raise each workload's spread to the policy's minimum where its replica count allows it."""
+    rule = scenario.policies.policies.spread
+    if rule.min_providers <= 1 and rule.min_regions <= 1:
+        return scenario
+    changed = []
+    for w in scenario.workloads.workloads:
+        if w.kind in rule.kinds:
+            providers = max(w.spread.min_providers, min(rule.min_providers, w.replicas))
+            regions = max(w.spread.min_regions, min(rule.min_regions, w.replicas))
+            if (providers, regions) != (w.spread.min_providers, w.spread.min_regions):
+                w = w.model_copy(update={"spread": w.spread.model_copy(
+                    update={"min_providers": providers, "min_regions": regions})})
+        changed.append(w)
+    return dataclasses.replace(scenario, workloads=dataclasses.replace(scenario.workloads, workloads=tuple(changed)))
 
 
 def cross_check(scenario: Scenario) -> None:

@@ -265,3 +265,17 @@ def test_plan_records_policy_commit_and_dirty_flag(tmp_path: Path) -> None:
     (folder / "policies" / "teams.yaml").write_text("teams:\n  t: {budget_hourly_usd: 11}\n")
     detail = make_plan(load_scenario(folder)).inputs["policies"].detail
     assert detail["commit"] == head and detail["dirty"] is True
+
+
+def test_policy_spread_applies_to_services_with_enough_replicas(tmp_path: Path) -> None:
+    workloads = [{"name": "ha", "team": "t", "replicas": 2, "gpu": {"models": ["L4"], "count": 1}},
+                 {"name": "solo", "team": "t", "replicas": 1, "gpu": {"models": ["L4"], "count": 1}},
+                 {"name": "job", "team": "t", "kind": "batch", "replicas": 2, "gpu": {"models": ["L4"], "count": 1}}]
+    folder = write_scenario(tmp_path, workloads, policies={"spread.yaml": {"spread": {"min_regions": 2}}})
+    scenario = load_scenario(folder)
+    plan = make_plan(scenario)
+    assert verify_plan(plan, scenario) == []
+    regions = {w: {(p.provider, p.region) for p in plan.placements if p.workload == w} for w in ("ha", "solo", "job")}
+    assert len(regions["ha"]) == 2 and len(regions["solo"]) == 1
+    spread = {w.name: w.spread.min_regions for w in scenario.workloads.workloads}
+    assert spread == {"ha": 2, "solo": 1, "job": 1}  # batch work and single replicas are not spread
