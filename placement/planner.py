@@ -41,6 +41,9 @@ class PlanOptions:
     record_wall_time: bool = False
     extra_inputs: dict[str, InputDigest] | None = None
     hint: dict[str, dict[str, int]] | None = None  # workload -> {offer_id: replicas}
+    # "exact": one CP-SAT model over everything; "scale": the large-instance planner (placement.scale);
+    # "auto": "scale" when the problem is too big for one CP-SAT model (see placement.scale.use_scale).
+    method: str = "auto"
 
 
 def _r(value: float, digits: int = 4) -> float:
@@ -56,6 +59,13 @@ def build_candidates(scenario: Scenario) -> list[WorkloadCandidates]:
 
 def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
     options = options or PlanOptions()
+    if options.method not in ("auto", "exact", "scale"):
+        raise ValueError(f"unknown planning method {options.method!r}")
+    if options.method != "exact":
+        from placement import scale
+
+        if options.method == "scale" or scale.use_scale(scenario):
+            return scale.plan_large(scenario, options)
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies
     problems = build_candidates(scenario)
