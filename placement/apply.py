@@ -203,7 +203,7 @@ def _create(ctx: _Context, placement: Placement) -> tuple[Placement, ManagedReso
         spec = ResourceSpec.for_replica(
             plan_digest=ctx.plan.digest, workload=placement.workload, replica=placement.replica, team=w.team,
             offer=offer, nodes=placement.nodes, interruptible=offer.capacity_type == "spot",
-            labels=w.labels,
+            labels=w.labels, kind=w.kind,
         )
         compute = ctx.computes[offer.provider]
         try:

@@ -194,6 +194,7 @@ class ResourceSpec:
     nodes: int = 1
     interruptible: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    kind: Literal["service", "batch"] = "service"  # long-running service or run-to-completion batch job
 
     def __post_init__(self) -> None:
         if not self.key or len(self.key) > MAX_KEY_LENGTH:
@@ -216,6 +217,7 @@ class ResourceSpec:
         interruptible: bool = False,
         labels: Mapping[str, str] | None = None,
         attempt: int = 0,
+        kind: Literal["service", "batch"] = "service",
     ) -> ResourceSpec:
         """A spec whose key is derived with :func:`resource_key`."""
         return cls(
@@ -228,6 +230,7 @@ class ResourceSpec:
             nodes=nodes,
             interruptible=interruptible,
             labels=dict(labels or {}),
+            kind=kind,
         )
 
     def ownership_tags(self) -> dict[str, str]:

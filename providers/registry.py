@@ -33,12 +33,13 @@ from placement.yamlio import error_problems, parse_yaml
 from providers.azure import AzureSettings
 from providers.base import TAG_PREFIX
 from providers.gcp import GcpSettings
+from providers.kubernetes import KubernetesSettings
 from providers.lambda_cloud import LambdaSettings
 
 if TYPE_CHECKING:
     from providers.base import Compute
 
-ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "gcp", "lambda")
+ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "gcp", "lambda", "kubernetes")
 
 _CREDENTIAL_KEYS = frozenset({
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key", "access_key_id",
@@ -115,12 +116,12 @@ class OtherProviderSettings(BaseModel):
     type: Annotated[str, Field(min_length=1)]
 
 
-_SETTINGS_TAGS = ("aws", "azure", "gcp", "lambda", "other")
+_SETTINGS_TAGS = (*ADAPTER_TYPES, "other")
 
 
 def _settings_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    return kind if kind in ("aws", "azure", "gcp", "lambda") else "other"
+    return kind if kind in ADAPTER_TYPES else "other"
 
 
 ProviderSettings = Annotated[
@@ -128,6 +129,7 @@ ProviderSettings = Annotated[
     | Annotated[AzureSettings, Tag("azure")]
     | Annotated[GcpSettings, Tag("gcp")]
     | Annotated[LambdaSettings, Tag("lambda")]
+    | Annotated[KubernetesSettings, Tag("kubernetes")]
     | Annotated[OtherProviderSettings, Tag("other")],
     Discriminator(_settings_kind),
 ]
@@ -212,6 +214,10 @@ def build_compute(
         from providers.lambda_cloud import LambdaCompute
 
         return LambdaCompute(provider, settings)
+    if isinstance(settings, KubernetesSettings):
+        from providers.kubernetes import KubernetesCompute
+
+        return KubernetesCompute(provider, settings)
     raise PlacementError(
         f"provider {provider!r} has type {settings.type!r}, which has no adapter "
         f"(adapters: {', '.join(ADAPTER_TYPES)})"
