@@ -17,6 +17,7 @@ from rich.table import Table
 from placement.cli_policy import explain_command, policy_app, price_policies_command, relax_command
 from placement.diff import EMPTY_STATE, StateView, attach_state, view_from_snapshot
 from placement.errors import InputError, PlacementError
+from placement.idle import with_idle
 from placement.models import Inventory, Plan, PolicySet, WorkloadSet
 from placement.planner import PlanOptions, make_plan, plan_to_json
 from placement.scenario import load_scenario
@@ -109,6 +110,14 @@ def render_plan(plan: Plan, console: Console) -> None:
             sign = {"create": "+", "delete": "-", "move": "~"}[a.action]
             target = a.offer_id or a.from_offer_id
             console.print(f"  {sign} {a.action} {a.workload}[{a.replica}] {target}: {a.reason}", markup=False)
+    if plan.idle_owned:
+        idle_gpus = sum(i.gpus_idle for i in plan.idle_owned)
+        idle_usd = sum(i.idle_hourly_usd for i in plan.idle_owned)
+        console.print(f"idle owned capacity: {idle_gpus} GPU(s) costing {_money(idle_usd)}/h that buy nothing")
+        for i in plan.idle_owned:
+            if i.gpus_idle:
+                console.print(f"  {i.pool}: {i.gpus_idle} of {i.gpus_free} free {i.gpu_model} idle "
+                              f"({_money(i.idle_hourly_usd)}/h at {_money(i.gpu_hour_usd)}/GPU-h)", markup=False)
     s = plan.solver
     wall = f", {s.wall_time_s:.2f} s" if s.wall_time_s is not None else ""
     console.print(
@@ -145,7 +154,7 @@ def plan(
     current = read_state_view(state)
     base = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
                                          record_wall_time=record_wall_time, hint=_hint(current)))
-    result = attach_state(base, current)
+    result = with_idle(attach_state(base, current), loaded.inventory.inventory)
     text = plan_to_json(result)
     if out is not None:
         try:
@@ -319,6 +328,8 @@ def status(
     location = state_location(state)
     if _is_missing_sqlite_file(location):
         console.print(f"no state at {location}: nothing has been applied yet")
+        if refresh:
+            _print_owned_capacity(console, _compute_factory(providers), _configured(providers))
         return
     from placement.state import StateStore
 
@@ -356,8 +367,40 @@ def status(
                 console.print(f"  drift: {rec.workload}[{rec.replica}] on {provider} ({rec.resource_id}) is gone",
                               markup=False)
         console.print("no drift" if not drift else f"{drift} drift finding(s)")
+        _print_owned_capacity(console, factory, _configured(providers))
         if drift:
             raise typer.Exit(2)
+    else:
+        console.print("idle owned capacity: run `placement status --refresh` to read it from the clusters")
+
+
+def _print_owned_capacity(console: Console, factory: Any, names: list[str]) -> None:
+    """Owned GPUs per pool from every adapter that reports them (Kubernetes, Slurm): free ones are idle."""
+    rows = []
+    for name in names:
+        compute = factory(name)
+        owned = getattr(compute, "owned_capacity", None)
+        if callable(owned):
+            rows.extend((name, c) for c in owned())
+    if not rows:
+        return
+    table = Table(title="Owned GPU capacity", title_justify="left")
+    for col in ("provider", "pool", "GPU", "GPUs", "in use", "idle", "$/GPU-h", "idle $/h"):
+        table.add_column(col)
+    idle_usd = owned_usd = 0.0
+    idle_gpus = 0
+    for name, c in rows:
+        price = c.gpu_hour_usd
+        table.add_row(name, c.pool_id, c.gpu_model, str(c.gpus_total), str(c.gpus_total - c.gpus_free),
+                      str(c.gpus_free), "—" if price is None else _money(price),
+                      "—" if price is None else _money(price * c.gpus_free))
+        idle_gpus += c.gpus_free
+        if price is not None:
+            idle_usd += price * c.gpus_free
+            owned_usd += price * c.gpus_total
+    console.print(table)
+    share = f" ({idle_usd / owned_usd:.0%} of what the owned GPUs cost)" if owned_usd else ""
+    console.print(f"idle owned capacity: {idle_gpus} GPU(s), {_money(idle_usd)}/h that buys nothing{share}")
 
 
 def _configured(providers: Path | None) -> list[str]:
@@ -504,6 +547,11 @@ from placement.cli_whatif import cost_command, report_command, whatif_command  #
 app.command("whatif")(user_errors(whatif_command))
 app.command("report")(user_errors(report_command))
 app.command("cost")(user_errors(cost_command))
+
+from placement.cli_reoptimize import reoptimize_command, schedule_command  # noqa: E402
+
+app.command("reoptimize")(user_errors(reoptimize_command))
+app.command("schedule")(user_errors(schedule_command))
 
 
 def main() -> None:

@@ -233,6 +233,18 @@ class Dataset(Frozen):
         return f"{self.provider}/{self.region}"
 
 
+class Migration(Frozen):
+    """What moving a running workload costs, and whether it may be moved by re-optimisation at all."""
+
+    do_not_move: bool = Field(default=False, description="never moved by `placement reoptimize`")
+    restart_minutes: NonNegFloat | None = Field(
+        default=None, description="time a replica needs to start serving again elsewhere; default: policy")
+    state_gb: NonNegFloat | None = Field(
+        default=None, description="checkpoint or data carried to the new place per move; default: policy")
+    remaining_hours: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="batch work: expected remaining runtime, the horizon a move must pay back in")
+
+
 class Workload(Frozen):
     name: Name
     team: Name
@@ -252,6 +264,7 @@ class Workload(Frozen):
     budget_hourly_usd: NonNegFloat | None = None
     spread: Spread = Field(default_factory=Spread)
     dataset: Dataset | None = None
+    migration: Migration = Field(default_factory=Migration)
     labels: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -353,6 +366,75 @@ class SpreadPolicy(Frozen):
     kinds: tuple[WorkloadKind, ...] = ("service",)
 
 
+class DisruptionBudget(Frozen):
+    """How many workloads one re-optimisation run may move, optionally only inside a cron window.
+
+    Like Karpenter's disruption budgets: a budget with ``schedule`` applies from each time the cron
+    expression fires until ``duration`` later (in ``timezone``); a budget without one always applies.
+    ``teams`` and ``providers`` narrow it to workloads of those teams or currently on those providers.
+    Where several budgets apply to a workload, each of them holds.
+    """
+
+    max_moves: NonNegInt | None = None
+    max_moves_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    teams: tuple[Name, ...] = ()
+    providers: tuple[Name, ...] = ()
+    schedule: str | None = Field(default=None, description="cron expression (5 fields) opening the window")
+    duration: str | None = Field(default=None, description="window length, e.g. '2h', '90m', '1h30m'")
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _check(self) -> DisruptionBudget:
+        if (self.max_moves is None) == (self.max_moves_percent is None):
+            raise ValueError("give exactly one of max_moves and max_moves_percent")
+        if (self.schedule is None) != (self.duration is None):
+            raise ValueError("schedule and duration go together")
+        if self.schedule is not None:
+            from placement.cron import check_cron, parse_duration
+
+            check_cron(self.schedule, self.timezone)
+            parse_duration(self.duration or "")
+        return self
+
+
+class AutoApply(Frozen):
+    """When `placement reoptimize --apply` may apply without review."""
+
+    enabled: bool = False
+    same_jurisdiction_only: bool = Field(default=True, description="every move stays in its jurisdiction")
+    min_saving_usd_per_hour: NonNegFloat = Field(default=0.0, description="the run's moves save at least this")
+    max_moves: NonNegInt | None = None
+    providers: tuple[Name, ...] = Field(default=(), description="moves only to and from these; empty: any")
+
+
+def _per_kind(service: float, batch: float) -> dict[WorkloadKind, float]:
+    return {"service": service, "batch": batch}
+
+
+class ReoptimizationPolicy(Frozen):
+    """When `placement reoptimize` moves running work: only when the saving pays for the move."""
+
+    min_saving_usd_per_hour: NonNegFloat = Field(default=0.10, description="per moved workload")
+    min_saving_percent: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=5.0, description="per moved workload, of its current hourly cost")
+    max_payback_hours: Annotated[float, Field(gt=0)] = Field(
+        default=168.0, description="migration cost / hourly saving must not exceed this")
+    service_horizon_hours: Annotated[float, Field(gt=0)] = Field(
+        default=720.0, description="hours over which a service's move is amortised")
+    batch_remaining_hours: Annotated[float, Field(gt=0)] = Field(
+        default=24.0, description="expected remaining runtime of batch work that states none")
+    restart_minutes: dict[WorkloadKind, NonNegFloat] = Field(
+        default_factory=lambda: _per_kind(10.0, 20.0), description="default per kind when a workload states none")
+    state_gb: dict[WorkloadKind, NonNegFloat] = Field(
+        default_factory=lambda: _per_kind(0.0, 0.0), description="default per kind when a workload states none")
+    max_moves: NonNegInt | None = Field(default=None, description="moves per run; none: no count limit")
+    max_moves_percent: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        default=10.0, description="moves per run, percent of running workloads (rounded down, at least 1)")
+    disruption_budgets: tuple[DisruptionBudget, ...] = ()
+    do_not_move: tuple[str, ...] = Field(default=(), description="workload names or glob patterns")
+    auto_apply: AutoApply = Field(default_factory=AutoApply)
+
+
 class SolverSettings(Frozen):
     max_deterministic_time: Annotated[float, Field(gt=0)] = 30.0
     workers: Annotated[int, Field(ge=1, le=64)] = 2
@@ -368,6 +450,7 @@ class PolicySet(Frozen):
     forbidden_regions: tuple[str, ...] = ()
     preferences: Preferences = Field(default_factory=Preferences)
     spread: SpreadPolicy = Field(default_factory=SpreadPolicy)
+    reoptimization: ReoptimizationPolicy = Field(default_factory=ReoptimizationPolicy)
     solver: SolverSettings = Field(default_factory=SolverSettings)
 
 
@@ -448,6 +531,20 @@ class Totals(Frozen):
     by_team: dict[str, float]
 
 
+class IdleOwned(Frozen):
+    """Owned GPUs of one pool that no planned replica uses, and what they cost per hour anyway."""
+
+    pool: str
+    provider: str
+    region: str
+    gpu_model: str
+    gpus_free: int = Field(description="free GPUs in the inventory (the pool's limit)")
+    gpus_planned: int = Field(description="GPUs the plan starts there")
+    gpus_idle: int
+    gpu_hour_usd: float = Field(description="internal cost of one GPU-hour")
+    idle_hourly_usd: float
+
+
 ActionKind = Literal["create", "delete", "move", "keep"]
 
 
@@ -465,6 +562,27 @@ class Action(Frozen):
     from_resource_ids: tuple[str, ...] = ()
     hourly_usd_delta: float = 0.0
     reason: str = ""
+    # Moves found by `placement reoptimize`: one-off cost of moving and the hours it takes to pay back.
+    migration_usd: float | None = None
+    payback_hours: float | None = None
+
+
+class Reoptimization(Frozen):
+    """What a re-optimisation run found, moved and held back, in $/h."""
+
+    current_hourly_usd: float
+    planned_hourly_usd: float
+    unconstrained_hourly_usd: float = Field(description="cost of a fresh plan that ignores moving costs and budgets")
+    saving_usd_per_hour: float
+    available_saving_usd_per_hour: float
+    migration_usd: float
+    moves: int
+    moves_allowed: int | None
+    running_workloads: int
+    held_back: dict[str, str] = Field(default_factory=dict, description="workload -> why it was not moved")
+    stale_providers: tuple[str, ...] = ()
+    budgets: tuple[str, ...] = Field(default=(), description="the budgets that applied at planning time")
+    evaluated_at: str
 
 
 class Plan(Frozen):
@@ -476,6 +594,8 @@ class Plan(Frozen):
     totals: Totals
     solver: SolverStats
     actions: tuple[Action, ...] = ()
+    idle_owned: tuple[IdleOwned, ...] = ()
+    reoptimization: Reoptimization | None = None
     digest: str = ""
 
     def changes(self) -> tuple[Action, ...]:

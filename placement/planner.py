@@ -18,6 +18,7 @@ from placement.candidates import (
     region_egress_table,
 )
 from placement.errors import PlanError
+from placement.idle import idle_owned
 from placement.inputs import bundled_inventory_path, canonical_json, digest_of
 from placement.models import (
     InputDigest,
@@ -30,7 +31,7 @@ from placement.models import (
     Unplaced,
 )
 from placement.scenario import Scenario
-from placement.solver import SolveOptions, SolveResult, solve
+from placement.solver import MoveRules, SolveOptions, SolveResult, solve
 
 
 @dataclass(frozen=True)
@@ -44,31 +45,55 @@ class PlanOptions:
     # "exact": one CP-SAT model over everything; "scale": the large-instance planner (placement.scale);
     # "auto": "scale" when the problem is too big for one CP-SAT model (see placement.scale.use_scale).
     method: str = "auto"
+    # Re-optimisation: running replicas, moving costs and budgets (placement.reoptimize). Exact path only.
+    moves: MoveRules | None = None
 
 
 def _r(value: float, digits: int = 4) -> float:
     return round(value + 0.0, digits)
 
 
-def build_candidates(scenario: Scenario) -> list[WorkloadCandidates]:
+def build_candidates(scenario: Scenario, running: dict[str, set[int]] | None = None) -> list[WorkloadCandidates]:
+    """Every workload's candidates. ``running`` (workload -> offer indexes where it runs now) exempts those
+    offers from the headroom check: replicas kept where they run need no new capacity."""
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies
     egress = region_egress_table(inv)
-    return [candidates_for(w, inv, pol, egress) for w in scenario.workloads.workloads]
+    problems = [candidates_for(w, inv, pol, egress) for w in scenario.workloads.workloads]
+    for wc in problems:
+        full = sorted(i for i in (running or {}).get(wc.workload.name, set())
+                      if inv.offers[i].available is not None
+                      and all(c.offer_index != i for c in wc.candidates))
+        if not full:
+            continue
+        offers = list(inv.offers)
+        for i in full:
+            offers[i] = offers[i].model_copy(update={"available": None})
+        relaxed = candidates_for(wc.workload, inv.model_copy(update={"offers": tuple(offers)}), pol, egress)
+        for cand in relaxed.candidates:
+            if cand.offer_index in full:
+                wc.candidates.append(cand)
+                wc.rejected["no capacity left"] -= 1
+        wc.candidates.sort(key=lambda c: c.offer_index)
+        wc.rejected = +wc.rejected
+    return problems
 
 
 def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
     options = options or PlanOptions()
     if options.method not in ("auto", "exact", "scale"):
         raise ValueError(f"unknown planning method {options.method!r}")
-    if options.method != "exact":
+    if options.method != "exact" and options.moves is None:
         from placement import scale
 
         if options.method == "scale" or scale.use_scale(scenario):
             return scale.plan_large(scenario, options)
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies
-    problems = build_candidates(scenario)
+    running = None
+    if options.moves is not None:
+        running = {name: set(wm.current) for name, wm in options.moves.workloads.items()}
+    problems = build_candidates(scenario, running)
     offer_index = {o.id: i for i, o in enumerate(inv.offers)}
     hint = None
     if options.hint:
@@ -83,6 +108,7 @@ def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
             workers=options.workers or settings.workers,
             seed=settings.seed if options.seed is None else options.seed,
             hint=hint,
+            moves=options.moves,
         ),
     )
     return assemble_plan(scenario, problems, result, options)
@@ -184,7 +210,8 @@ def assemble_plan(
     inputs = plan_inputs(scenario)
     if options.extra_inputs:
         inputs.update(options.extra_inputs)
-    plan = Plan(inputs=inputs, placements=tuple(placements), unplaced=tuple(unplaced), totals=totals, solver=stats)
+    plan = Plan(inputs=inputs, placements=tuple(placements), unplaced=tuple(unplaced), totals=totals, solver=stats,
+                idle_owned=idle_owned(inv, placements))
     return with_digest(plan)
 
 

@@ -400,6 +400,32 @@ def _check_teams(policies: PolicySet, at: _Locator) -> list[Problem]:
     return out
 
 
+def _check_reoptimization(policies: PolicySet, facts: _Facts, at: _Locator) -> list[Problem]:
+    """Names in the reoptimization section that nothing carries: a budget or rule that never applies."""
+    out: list[Problem] = []
+    rule = policies.reoptimization
+    for i, budget in enumerate(rule.disruption_budgets):
+        base = ("reoptimization", "disruption_budgets", i)
+        for j, team in enumerate(budget.teams):
+            if policies.teams and team not in policies.teams:
+                out.append(at.problem((*base, "teams", j), f"unknown team {team!r}; the policies define "
+                                                           f"{', '.join(sorted(policies.teams))}"))
+        for j, provider in enumerate(budget.providers):
+            if provider not in facts.providers:
+                out.append(at.problem((*base, "providers", j), f"no provider {provider!r} in the inventory "
+                                                               f"({facts.snapshot}); known: {', '.join(sorted(facts.providers))}"))
+    for j, provider in enumerate(rule.auto_apply.providers):
+        if provider not in facts.providers:
+            out.append(at.problem(("reoptimization", "auto_apply", "providers", j),
+                                  f"no provider {provider!r} in the inventory ({facts.snapshot}); "
+                                  f"known: {', '.join(sorted(facts.providers))}"))
+    if rule.max_payback_hours > rule.service_horizon_hours:
+        out.append(at.problem(("reoptimization", "max_payback_hours"),
+                              f"max_payback_hours {rule.max_payback_hours:g} is longer than service_horizon_hours "
+                              f"{rule.service_horizon_hours:g}: a service move that pays back that late never pays"))
+    return out
+
+
 def _check_reachability(policies: PolicySet, inventory: Inventory, facts: _Facts, at: _Locator) -> list[Problem]:
     """Rules that together leave no offer at all: for everyone, for a data class, for a team's budget."""
     out: list[Problem] = []
@@ -478,6 +504,7 @@ def check_policies(loaded: LoadedPolicies, inventory: Inventory, workloads: Sequ
         if found:
             flawed.add(name)
     problems.extend(_check_teams(policies, at))
+    problems.extend(_check_reoptimization(policies, facts, at))
     # A class with a flawed entry is reported already; that it admits nothing follows from the entry.
     problems.extend(p for p in _check_reachability(policies, inventory, facts, at)
                     if not (p.field.startswith("data_classes.") and p.field.split(".")[1] in flawed))

@@ -52,12 +52,35 @@ class SolveResult:
 
 
 @dataclass(frozen=True)
+class WorkloadMoves:
+    """A running workload as re-optimisation sees it (see placement.reoptimize)."""
+
+    current: dict[int, int]  # offer index -> replicas running there now
+    current_hourly_usd: float  # what the running replicas cost now
+    migration_usd: dict[int, float]  # offer index -> one-off cost of starting one replica there
+    horizon_hours: float  # hours over which a move's one-off cost is amortised
+    min_saving_usd: float  # $/h the workload's move must save at least
+    max_payback_hours: float
+    fixed: bool = False  # may not move (do-not-move, or on a provider whose data is stale)
+
+
+@dataclass(frozen=True)
+class MoveRules:
+    """Re-optimisation: running replicas kept in place need no new capacity; moves pay their way."""
+
+    workloads: dict[str, WorkloadMoves]
+    budgets: tuple[tuple[frozenset[str], int], ...] = ()  # (workload names, most of them moved)
+    frozen_offers: frozenset[int] = frozenset()  # no new replicas here (stale inventory)
+
+
+@dataclass(frozen=True)
 class SolveOptions:
     max_deterministic_time: float = 30.0
     workers: int = 2
     seed: int = 0
     # current placement as a hint: workload -> {offer_index: replicas}
     hint: dict[str, dict[int, int]] | None = None
+    moves: MoveRules | None = None
 
 
 def solve(
@@ -80,6 +103,10 @@ def solve(
     offers_use: dict[int, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     team_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     team_gpus: dict[str, list[tuple[cp_model.IntVar, int, bool]]] = defaultdict(list)
+    kept: dict[tuple[int, int], cp_model.IntVar] = {}
+    kept_cap: dict[tuple[int, int], int] = {}
+    moved: dict[str, cp_model.IntVar] = {}
+    rules = options.moves
     variables = 0
 
     for wi, wc in enumerate(problems):
@@ -89,11 +116,15 @@ def solve(
         variables += 1
         vars_w: list[cp_model.IntVar] = []
         x_of.append([])
+        wm = rules.workloads.get(w.name) if rules is not None else None
         for ci, cand in enumerate(wc.candidates):
+            cur = min(wm.current.get(cand.offer_index, 0), w.replicas) if wm is not None else 0
             cap = w.replicas
             offer = inventory.offers[cand.offer_index]
             if offer.available is not None:
-                cap = min(cap, offer.available // cand.nodes)
+                cap = min(cap, offer.available // cand.nodes + cur)
+            if rules is not None and cand.offer_index in rules.frozen_offers:
+                cap = min(cap, cur)
             if cap <= 0:
                 continue
             var = model.new_int_var(0, cap, f"x[{w.name},{offer.id}]")
@@ -103,6 +134,20 @@ def solve(
             vars_w.append(var)
             offers_use[cand.offer_index].append((var, cand.nodes))
             objective_terms.append(money(cand.objective_hourly_usd) * var)
+            if wm is not None:
+                new_replicas: cp_model.LinearExprT = var
+                if cur > 0:
+                    # Replicas kept where they run already hold their capacity: they use no headroom.
+                    k = model.new_int_var(0, min(cur, cap), f"kept[{w.name},{offer.id}]")
+                    variables += 1
+                    model.add(k <= var)
+                    kept[(wi, ci)] = k
+                    offers_use[cand.offer_index].append((k, -cand.nodes))
+                    kept_cap[(wi, ci)] = min(cur, cap)
+                    new_replicas = var - k
+                cost = wm.migration_usd.get(cand.offer_index, 0.0) / wm.horizon_hours
+                if cost > 0:
+                    objective_terms.append(money(cost) * new_replicas)
             team_cost[w.team].append((var, money(cand.hourly_usd)))
             team_gpus[w.team].append((var, cand.nodes * offer.gpu_count, offer.capacity_type == "spot"))
         model.add(n_placed == sum(vars_w)) if vars_w else model.add(n_placed == 0)
@@ -123,6 +168,15 @@ def solve(
                 <= money(w.budget_hourly_usd)
             )
         objective_terms.append(money(penalty_unit * w.priority) * (w.replicas - n_placed))
+        if wm is not None:
+            moved[w.name] = _add_move_rules(model, wc, wi, wm, x_of[wi], kept, objective_terms)
+            variables += 1
+
+    if rules is not None:
+        for names, most in rules.budgets:
+            in_scope = [moved[n] for n in sorted(names) if n in moved]
+            if in_scope:
+                model.add(sum(in_scope) <= most)
 
     # Shared capacity: each offer's own headroom and every pool it draws on.
     for oi, uses in offers_use.items():
@@ -158,6 +212,9 @@ def solve(
         for (wi, ci), var in x.items():
             w_hint = options.hint.get(problems[wi].workload.name, {})
             model.add_hint(var, w_hint.get(problems[wi].candidates[ci].offer_index, 0))
+        for (wi, ci), k in kept.items():
+            w_hint = options.hint.get(problems[wi].workload.name, {})
+            model.add_hint(k, min(w_hint.get(problems[wi].candidates[ci].offer_index, 0), kept_cap[(wi, ci)]))
 
     # Phase 1: one worker, a quarter of the budget. Small and medium models are proven optimal here
     # in milliseconds. Phase 2, only if needed: the deterministic interleaved portfolio, warm-started
@@ -168,7 +225,7 @@ def solve(
     if status != "OPTIMAL" and options.workers > 1:
         if status == "FEASIBLE":
             model.clear_hints()
-            for var in x.values():
+            for var in (*x.values(), *kept.values()):
                 model.add_hint(var, solver.value(var))
         second, second_status = _run(model, options.workers, options.seed,
                                      max(0.1, options.max_deterministic_time - spent))
@@ -182,6 +239,12 @@ def solve(
         solver, status = _run(model, 1, options.seed, max(60.0, options.max_deterministic_time), first_only=True)
         spent += solver.deterministic_time
     status_code = cp_model.OPTIMAL if status == "OPTIMAL" else cp_model.FEASIBLE if status == "FEASIBLE" else None
+    if status_code is None and status == "INFEASIBLE" and rules is not None:
+        raise SolverError(
+            "no plan keeps every do-not-move workload (or every workload on a provider with stale "
+            "inventory) in place while meeting the current budgets and rules; lift a do-not-move mark "
+            "or the budget that the running work now exceeds"
+        )
     if status_code is None:
         raise SolverError(
             f"the solver found no plan ({status}) within its time limit; raise --time-limit "
@@ -211,6 +274,44 @@ def solve(
         variables=variables,
         penalty_unit_usd=penalty_unit,
     )
+
+
+def _add_move_rules(
+    model: cp_model.CpModel,
+    wc: WorkloadCandidates,
+    wi: int,
+    wm: WorkloadMoves,
+    x_w: list[tuple[int, cp_model.IntVar]],
+    kept: dict[tuple[int, int], cp_model.IntVar],
+    objective_terms: list[cp_model.LinearExprT],
+) -> cp_model.IntVar:
+    """A moved[w] flag: 0 keeps every running replica that can stay; 1 only if the move pays."""
+    w = wc.workload
+    m = model.new_bool_var(f"moved[{w.name}]")
+    kept_w = [kept[(wi, ci)] for ci, _ in x_w if (wi, ci) in kept]
+    keepable = min(w.replicas, sum(wm.current.get(wc.candidates[ci].offer_index, 0) for ci, _ in x_w))
+    if keepable == 0:
+        # Nothing of it can stay (new work, or every replica sits on an offer it may no longer use).
+        model.add(m == 0)
+        return m
+    model.add(sum(kept_w) >= keepable).only_enforce_if(~m)
+    if wm.fixed:
+        model.add(m == 0)
+        return m
+    new_cost = sum(money(wc.candidates[ci].hourly_usd) * var for ci, var in x_w)
+    saving = money(wm.current_hourly_usd) - new_cost
+    model.add(saving >= max(1, money(wm.min_saving_usd))).only_enforce_if(m)
+    started = []
+    for ci, var in x_w:
+        cost = money(wm.migration_usd.get(wc.candidates[ci].offer_index, 0.0))
+        if cost:
+            k = kept.get((wi, ci))
+            started.append(cost * (var - k if k is not None else var))
+    if started:
+        # payback: one-off migration cost / hourly saving <= max_payback_hours (in tenths of an hour)
+        model.add(round(wm.max_payback_hours * 10) * saving >= 10 * sum(started)).only_enforce_if(m)
+    objective_terms.append(1 * m)  # among equal plans, the one with fewer moves
+    return m
 
 
 def _run(
