@@ -212,9 +212,14 @@ def slice_offers(
     offers: list[Offer] = []
     pools: list[CapacityPool] = []
     owned: list[OwnedCapacity] = []
+    shapes: dict[tuple[str, int], int] = defaultdict(int)
+    for model, per_node, _memory in groups:
+        shapes[(model, per_node)] += 1
     for (model, per_node, memory), members in sorted(groups.items()):
         free = [max(0, min(n.gpus_free, n.gpus_total)) if n.schedulable else 0 for n in members]
-        pid = pool_id(provider, site.region, model, per_node)
+        # Two memory variants of one model and node size (H100 80 and 94 GB) need names of their own.
+        variant = f"{model}-{memory:g}gb" if shapes[(model, per_node)] > 1 else model
+        pid = pool_id(provider, site.region, variant, per_node)
         price = settings.gpu_hour_usd(model, per_node)
         total = sum(n.gpus_total for n in members)
         pools.append(CapacityPool(
@@ -234,7 +239,7 @@ def slice_offers(
                 country=site.country,
                 jurisdiction=site.jurisdiction,
                 certifications=site.certifications,
-                instance_type=f"{type_prefix}-{model.lower()}-{per_node}g-slice-{k}g",
+                instance_type=f"{type_prefix}-{variant.lower()}-{per_node}g-slice-{k}g",
                 gpu_model=model,
                 gpu_count=k,
                 gpu_memory_gib=memory,

@@ -35,11 +35,12 @@ from providers.base import TAG_PREFIX
 from providers.gcp import GcpSettings
 from providers.kubernetes import KubernetesSettings
 from providers.lambda_cloud import LambdaSettings
+from providers.slurm import SlurmSettings
 
 if TYPE_CHECKING:
     from providers.base import Compute
 
-ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "gcp", "lambda", "kubernetes")
+ADAPTER_TYPES: tuple[str, ...] = ("aws", "azure", "gcp", "lambda", "kubernetes", "slurm")
 
 _CREDENTIAL_KEYS = frozenset({
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key", "access_key_id",
@@ -130,6 +131,7 @@ ProviderSettings = Annotated[
     | Annotated[GcpSettings, Tag("gcp")]
     | Annotated[LambdaSettings, Tag("lambda")]
     | Annotated[KubernetesSettings, Tag("kubernetes")]
+    | Annotated[SlurmSettings, Tag("slurm")]
     | Annotated[OtherProviderSettings, Tag("other")],
     Discriminator(_settings_kind),
 ]
@@ -218,6 +220,10 @@ def build_compute(
         from providers.kubernetes import KubernetesCompute
 
         return KubernetesCompute(provider, settings)
+    if isinstance(settings, SlurmSettings):
+        from providers.slurm import SlurmCompute
+
+        return SlurmCompute(provider, settings)
     raise PlacementError(
         f"provider {provider!r} has type {settings.type!r}, which has no adapter "
         f"(adapters: {', '.join(ADAPTER_TYPES)})"

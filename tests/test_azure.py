@@ -472,12 +472,10 @@ def test_importing_the_settings_does_not_load_the_sdk() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_registry_builds_the_azure_adapter_once_wired(tmp_path: Path) -> None:
+def test_registry_builds_the_azure_adapter(tmp_path: Path) -> None:
     from placement.errors import InputError
     from providers import registry
 
-    if "azure" not in registry.ADAPTER_TYPES:
-        pytest.skip("providers.registry does not know the azure type yet")
     path = tmp_path / "providers.yaml"
     path.write_text(
         "providers:\n"

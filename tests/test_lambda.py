@@ -347,12 +347,10 @@ def test_stub_rejects_what_the_api_description_does_not_allow(stub: LambdaStub) 
     stub.violations.clear()
 
 
-def test_registry_builds_the_lambda_adapter_once_wired(tmp_path: Any) -> None:
+def test_registry_builds_the_lambda_adapter(tmp_path: Any) -> None:
     from placement.errors import InputError
     from providers import registry
 
-    if "lambda" not in registry.ADAPTER_TYPES:
-        pytest.skip("providers.registry does not know the lambda type yet")
     config = registry.ProvidersConfig.model_validate(
         {"providers": {"lambda": {"type": "lambda", "regions": ["us-east-1"], "ssh_key_names": ["ops"]}}})
     assert isinstance(registry.build_compute("lambda", config), LambdaCompute)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from providers.onprem import HOURS_PER_YEAR, OnPremSettings, gpu_from_product
+from providers.onprem import HOURS_PER_YEAR, OnPremSettings, OwnedNode, gpu_from_product, slice_offers
 from tests.helpers import PROVIDERS, REGIONS, offer
 from tests.k8s_stub import K8sStub
 from tests.test_kubernetes import H100, write_kubeconfig
@@ -35,6 +35,12 @@ def test_internal_cost_is_capital_plus_power_per_gpu_hour() -> None:
     assert with_ops.gpu_hour_usd("H100", 8) == pytest.approx(GPU_HOUR + 0.1)
     assert gpu_from_product("NVIDIA-A100-SXM4-80GB") == ("A100", 80)
     assert gpu_from_product("Tesla-T4") == ("T4", None)
+    # two memory variants of one node size get offers and pools of their own
+    nodes = [OwnedNode("a", "H100", 80, 8, 8, 200, 2000), OwnedNode("b", "H100", 94, 8, 2, 200, 2000)]
+    offers, pools, owned = slice_offers("corp", settings, nodes, type_prefix="k8s")
+    assert sorted(p.id for p in pools) == ["corp/fra-dc1/h100-80gb-8g", "corp/fra-dc1/h100-94gb-8g"]
+    assert len({o.id for o in offers}) == len(offers) == 8
+    assert [(c.gpus_total, c.gpus_free) for c in owned] == [(8, 8), (8, 2)]
     with pytest.raises(ValueError, match="unknown GPU model 'Z900'"):
         OnPremSettings.model_validate({"site": SITE, "costs": {"Z900": H100_NODE}})
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from placement.apply import ApplyOptions, apply_plan
 from placement.cron import next_fire, parse_duration, window_open
 from placement.diff import EMPTY_STATE, CurrentReplica, StateView, attach_state, view_from_snapshot
-from placement.errors import InputError
+from placement.errors import InputError, PlacementError
 from placement.inputs import load_policies
 from placement.planner import make_plan, plan_to_json
 from placement.reoptimize import ReoptimizeOptions, auto_apply_refusals, reoptimize
@@ -320,3 +320,35 @@ def test_two_concurrent_runs_one_applies_one_exits_zero(tmp_path: Path, ec2: Any
         for _ in urls:
             pass
 
+
+
+def test_schedule_runs_on_its_cron_and_survives_a_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from placement import cron
+    from placement.cli_reoptimize import schedule_command
+
+    folder = tmp_path / "s"
+    _scenario(folder, _offers(), {"max_moves_percent": 100})
+    fires: list[dt.datetime] = []
+
+    def soon(expression: str, after: dt.datetime, timezone: str = "UTC") -> dt.datetime:
+        assert expression == "*/15 * * * *"
+        fires.append(after)
+        return after.replace(microsecond=0) + dt.timedelta(seconds=1)
+
+    monkeypatch.setattr(cron, "next_fire", soon)
+    monkeypatch.chdir(tmp_path)
+    schedule_command(cron="*/15 * * * *", scenario=folder, state=str(tmp_path / "state.db"),
+                     out_dir=tmp_path / "plans", max_runs=2, metrics_file=str(tmp_path / "m.prom"))
+    assert len(list((tmp_path / "plans").glob("reoptimize-*.json"))) == 2
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["event"] in ("planned", "run_finished")] == [
+        "planned", "run_finished", "planned", "run_finished"]
+
+    (folder / "workloads.yaml").write_text("workloads: [")  # a broken file ends that run, not the schedule
+    schedule_command(cron="*/15 * * * *", scenario=folder, state=str(tmp_path / "state.db"),
+                     out_dir=tmp_path / "plans", max_runs=1)
+    failed = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "run_failed" and "workloads.yaml" in e["message"] for e in failed)
+    with pytest.raises(PlacementError, match="--cron: cron expression 'every minute' must have 5 fields"):
+        schedule_command(cron="every minute", scenario=folder)
