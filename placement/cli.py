@@ -376,7 +376,7 @@ def status(
 
 def _print_owned_capacity(console: Console, factory: Any, names: list[str]) -> None:
     """Owned GPUs per pool from every adapter that reports them (Kubernetes, Slurm): free ones are idle."""
-    rows = []
+    rows: list[tuple[str, Any]] = []
     for name in names:
         compute = factory(name)
         owned = getattr(compute, "owned_capacity", None)

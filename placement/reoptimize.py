@@ -152,7 +152,7 @@ def move_rules(
             migration_usd=migration,
             horizon_hours=_hours(w, pol),
             min_saving_usd=max(pol.min_saving_usd_per_hour, pol.min_saving_percent / 100.0 * run.hourly_usd)
-            if constrained else 0.0,
+            if constrained else None,
             max_payback_hours=pol.max_payback_hours if constrained else 1e6,
             fixed=w.name in fixed_why,
         )
@@ -277,7 +277,7 @@ def _held_reason(
     if name in fixed_why:
         return fixed_why[name]
     saving = run.hourly_usd - new_cost
-    if saving < wm.min_saving_usd:
+    if wm.min_saving_usd is not None and saving < wm.min_saving_usd:
         return (f"saving ${saving:,.2f}/h is below the threshold ${wm.min_saving_usd:,.2f}/h "
                 f"(min_saving_usd_per_hour {pol.min_saving_usd_per_hour:g}, min_saving_percent {pol.min_saving_percent:g})")
     cost = 0.0

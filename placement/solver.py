@@ -59,7 +59,7 @@ class WorkloadMoves:
     current_hourly_usd: float  # what the running replicas cost now
     migration_usd: dict[int, float]  # offer index -> one-off cost of starting one replica there
     horizon_hours: float  # hours over which a move's one-off cost is amortised
-    min_saving_usd: float  # $/h the workload's move must save at least
+    min_saving_usd: float | None  # $/h the workload's move must save at least; None: any move allowed
     max_payback_hours: float
     fixed: bool = False  # may not move (do-not-move, or on a provider whose data is stale)
 
@@ -298,6 +298,9 @@ def _add_move_rules(
     if wm.fixed:
         model.add(m == 0)
         return m
+    objective_terms.append(1 * m)  # among equal plans, the one with fewer moves
+    if wm.min_saving_usd is None:
+        return m
     new_cost = sum(money(wc.candidates[ci].hourly_usd) * var for ci, var in x_w)
     saving = money(wm.current_hourly_usd) - new_cost
     model.add(saving >= max(1, money(wm.min_saving_usd))).only_enforce_if(m)
@@ -310,7 +313,6 @@ def _add_move_rules(
     if started:
         # payback: one-off migration cost / hourly saving <= max_payback_hours (in tenths of an hour)
         model.add(round(wm.max_payback_hours * 10) * saving >= 10 * sum(started)).only_enforce_if(m)
-    objective_terms.append(1 * m)  # among equal plans, the one with fewer moves
     return m
 
 
