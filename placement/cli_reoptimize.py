@@ -68,6 +68,7 @@ def run_once(settings: RunSettings, logger: logging.Logger, metrics: RunMetrics)
             log_event(logger, "lock_held", f"another run holds the reoptimize lock ({exc.holder.describe()}); "
                       "nothing to do", holder=exc.holder.owner, lock_id=exc.holder.lock_id)
             metrics.runs.labels("locked").inc()
+            metrics.export(settings.metrics_file, settings.pushgateway)
             return "locked"
         try:
             now = settings.now or dt.datetime.now(dt.UTC)
@@ -301,11 +302,10 @@ def schedule_command(
                                parallelism)
         try:
             outcome = run_once(settings, logger, metrics)
-        except PlacementError as exc:
-            # A bad input or a provider failure ends this run, not the schedule.
+        except Exception as exc:  # one failed run (bad input, provider down, a bug) must not end the schedule
             outcome = "failed"
             metrics.runs.labels("failed").inc()
-            log_event(logger, "run_failed", str(exc), logging.ERROR)
+            log_event(logger, "run_failed", str(exc), logging.ERROR, exc_info=not isinstance(exc, PlacementError))
         runs += 1
         log_event(logger, "run_finished", f"run {runs}: {outcome}; next at {next_fire(cron, fire, timezone).isoformat()}",
                   outcome=outcome, run=runs)

@@ -42,8 +42,9 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> logging.L
     return logger
 
 
-def log_event(logger: logging.Logger, event: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, message, extra={"event": event, **fields})
+def log_event(logger: logging.Logger, event: str, message: str, level: int = logging.INFO, *,
+              exc_info: bool = False, **fields: Any) -> None:
+    logger.log(level, message, exc_info=exc_info, extra={"event": event, **fields})
 
 
 class RunMetrics:
