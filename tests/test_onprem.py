@@ -89,7 +89,7 @@ def _train(name: str, gpus: int) -> dict[str, Any]:
 
 
 def test_owned_gpus_fill_first_and_idle_capacity_is_reported(cluster: tuple[K8sStub, Path]) -> None:
-    _stub, root = cluster
+    stub, root = cluster
     refreshed = _cli("inventory", "refresh", "--providers", "providers.yaml", "--out-dir", "inv", cwd=root)
     assert "corp-k8s" in refreshed.stdout
     inventory = yaml.safe_load((root / "inv" / "latest.yaml").read_text())
@@ -120,3 +120,14 @@ def test_owned_gpus_fill_first_and_idle_capacity_is_reported(cluster: tuple[K8sS
     status = _cli("status", "--refresh", "--providers", "providers.yaml", cwd=root).stdout
     assert "Owned GPU capacity" in status
     assert f"idle owned capacity: 12 GPU(s), ${12 * GPU_HOUR:,.2f}/h that buys nothing (75% of" in status
+
+    # Applied through the Kubernetes adapter: one Job per batch replica, GPUs as limits.
+    _cli("apply", "quiet.json", "--auto-approve", "--providers", "providers.yaml", cwd=root)
+    jobs = sorted(stub.objects["jobs"].values(), key=lambda j: j["metadata"]["name"])
+    limits = sorted(j["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+                    for j in jobs)
+    assert limits == ["2", "4"]
+    assert {j["metadata"]["labels"]["placement.dev/workload"] for j in jobs} == {"a", "b"}
+    assert all(j["metadata"]["labels"]["placement.dev/managed"] == "true" for j in jobs)
+    after = _cli("status", "--refresh", "--providers", "providers.yaml", cwd=root).stdout
+    assert "2 replica(s)" in after and "no drift" in after
