@@ -142,7 +142,7 @@ def test_check_refuses_missing_and_empty_folders(tmp_path: Path) -> None:
 def test_repository_policies_pass_check() -> None:
     code, out, _ = _run("policy", "check", str(ROOT / "policies"))
     assert code == 0, out
-    assert out.startswith("ok: 5 files, 27 rules")
+    assert out.startswith("ok: 6 files, 27 rules")
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
