@@ -573,8 +573,8 @@ class Reoptimization(Frozen):
     current_hourly_usd: float
     planned_hourly_usd: float
     unconstrained_hourly_usd: float = Field(description="cost of a fresh plan that ignores moving costs and budgets")
-    saving_usd_per_hour: float
-    available_saving_usd_per_hour: float
+    saving_usd_per_hour: float = Field(description="what the moved workloads save, at today's prices")
+    available_saving_usd_per_hour: float = Field(description="what the unconstrained re-plan's moves would save")
     migration_usd: float
     moves: int
     moves_allowed: int | None

@@ -249,8 +249,8 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
         current_hourly_usd=round(current, 4),
         planned_hourly_usd=round(sum(planned_cost[n] for n in running_names), 4),
         unconstrained_hourly_usd=round(sum(ideal_cost[n] for n in running_names), 4),
-        saving_usd_per_hour=round(current - sum(planned_cost[n] for n in running_names), 4),
-        available_saving_usd_per_hour=round(current - sum(ideal_cost[n] for n in running_names), 4),
+        saving_usd_per_hour=_saving(moved, running, planned_cost),
+        available_saving_usd_per_hour=_saving(ideal_moved, running, ideal_cost),
         migration_usd=round(migration_total, 4),
         moves=len(moved),
         moves_allowed=run_limit,
@@ -262,6 +262,11 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
     )
     planned = with_idle(planned, inv)
     return with_digest(planned.model_copy(update={"actions": tuple(actions), "reoptimization": summary}))
+
+
+def _saving(moved: set[str], running: dict[str, _Running], cost: dict[str, float]) -> float:
+    """What the moved workloads save per hour (work dropped by a plan is not a saving)."""
+    return round(sum(running[n].hourly_usd - cost[n] for n in moved if n in running) + 0.0, 4)
 
 
 def _with(base: PlanOptions, rules: MoveRules) -> PlanOptions:
