@@ -111,14 +111,16 @@ def run(name: str, time_limit: float, seeds: int) -> list[dict[str, Any]]:
         rows.append({
             "instance": name, "seed": seed, "workloads": len(inst.workloads), "offers": len(inst.inventory.offers),
             "running": running, "changed": changed, "share": share, "limit": limit,
-            "allowed": s.moves_allowed, "moves": s.moves, "current": s.current_hourly_usd,
+            "allowed": s.moves_allowed, "moves": s.moves - len(s.forced_moves), "forced": len(s.forced_moves),
+            "current": s.current_hourly_usd,
             "available": s.available_saving_usd_per_hour, "captured": s.saving_usd_per_hour, "capture": capture,
             "ceiling": ceiling,
             "migration": s.migration_usd, "held": dict(held), "seconds": seconds, "plan_s": plan_s,
             "gap": plan.solver.gap, "status": plan.solver.status,
             "target": 0.9 if share <= 0.01 else 0.8,
         })
-        print(f"{name} seed={seed} share={share:.0%} limit={limit:g}%: moves {s.moves}/{s.moves_allowed}, "
+        print(f"{name} seed={seed} share={share:.0%} limit={limit:g}%: moves {s.moves}/{s.moves_allowed} "
+              f"({len(s.forced_moves)} forced), "
               f"captured {s.saving_usd_per_hour:.2f} of {s.available_saving_usd_per_hour:.2f} $/h "
               f"({capture:.1%}) in {seconds:.1f} s", flush=True)
     return rows
@@ -160,7 +162,9 @@ def report(rows: list[dict[str, Any]], command: str, minutes: float) -> str:
         "bench/reoptimize.py. *available* is the saving of an unconstrained re-plan (no moving cost, "
         "thresholds or move limit) against the running work at the new prices; *captured* is what the "
         "budgeted re-plan saves; *held back* counts workloads the unconstrained re-plan moves and this one "
-        "does not, by reason (below the saving threshold, payback, horizon, move budget); *best k moves* "
+        "does not, by reason (below the saving threshold, payback, horizon, move budget). Moves *forced* by "
+        "hard rules (the current place is no longer admitted, e.g. a price rise past a workload's budget) are "
+        "outside the move limit. *best k moves* "
         "sums the k largest per-workload savings of the unconstrained re-plan, k = the move limit: roughly "
         "the most any plan moving that many workloads could save.",
         "",
@@ -172,9 +176,10 @@ def report(rows: list[dict[str, Any]], command: str, minutes: float) -> str:
     for r in rows:
         met = "yes" if r["capture"] >= r["target"] else "no"
         held = ", ".join(f"{k} {v}" for k, v in sorted(r["held"].items())) or "—"
+        forced = f" + {r['forced']} forced" if r["forced"] else ""
         lines.append(
             f"| {r['instance']} | {r['seed']} | {r['running']:,} | {r['changed']:,} ({r['share']:.0%}) | {r['limit']:g}% | "
-            f"{r['moves']} ({r['allowed']}) | {r['current']:,.2f} | {r['available']:,.2f} | {r['ceiling']:,.2f} | "
+            f"{r['moves']} ({r['allowed']}){forced} | {r['current']:,.2f} | {r['available']:,.2f} | {r['ceiling']:,.2f} | "
             f"{r['captured']:,.2f} | "
             f"{r['capture']:.1%} | {r['target']:.0%} | {met} | {r['migration']:,.2f} | {held} | {r['seconds']:.1f} | "
             f"{r['status']} gap {r['gap']:.2%} |")

@@ -167,6 +167,9 @@ def render_reoptimization(plan: Plan) -> list[str]:
         f"available, for ${s.migration_usd:,.2f} of one-off moving cost",
     ]
     lines += [f"budget: {b}" for b in s.budgets]
+    if s.forced_moves:
+        lines.append(f"forced moves (their current place is no longer admitted; outside the budgets): "
+                     f"{', '.join(s.forced_moves)}")
     if s.stale_providers:
         lines.append(f"stale inventory (no moves to or from): {', '.join(s.stale_providers)}")
     for name, why in sorted(s.held_back.items()):

@@ -578,6 +578,8 @@ class Reoptimization(Frozen):
     migration_usd: float
     moves: int
     moves_allowed: int | None
+    forced_moves: tuple[str, ...] = Field(
+        default=(), description="workloads moved because where they run is no longer admitted (outside the budgets)")
     running_workloads: int
     held_back: dict[str, str] = Field(default_factory=dict, description="workload -> why it was not moved")
     stale_providers: tuple[str, ...] = ()

@@ -245,6 +245,9 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
         held[name] = _held_reason(name, running[name], rules.workloads[name], fixed_why, ideal, offers,
                                   workloads[name], pol, ideal_cost.get(name, 0.0))
     running_names = set(running)
+    admitted = {wc.workload.name: {c.offer_index for c in wc.candidates} for wc in problems}
+    forced = sorted(n for n in moved if n in rules.workloads
+                    and not set(rules.workloads[n].current) & admitted.get(n, set()))
     summary = Reoptimization(
         current_hourly_usd=round(current, 4),
         planned_hourly_usd=round(sum(planned_cost[n] for n in running_names), 4),
@@ -254,6 +257,7 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
         migration_usd=round(migration_total, 4),
         moves=len(moved),
         moves_allowed=run_limit,
+        forced_moves=tuple(forced),
         running_workloads=len(running),
         held_back=held,
         stale_providers=tuple(inv.snapshot.stale_providers),
