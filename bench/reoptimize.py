@@ -131,7 +131,12 @@ def _best_k(scenario: Any, state: StateView, k: int | None, time_limit: float) -
     moving k workloads can save (moves interact through capacity, so this is a guide, not a bound)."""
     from dataclasses import replace
 
-    problems = build_candidates(scenario)
+    index = {o.id: i for i, o in enumerate(scenario.inventory.inventory.offers)}
+    running_at: dict[str, set[int]] = defaultdict(set)
+    for r in state.replicas:
+        if r.offer_id in index:
+            running_at[r.workload].add(index[r.offer_id])
+    problems = build_candidates(scenario, running_at)  # as reoptimize builds them
     rules, running, *_ = move_rules(scenario, problems, state, NOW, constrained=False)
     hint: dict[str, dict[str, int]] = defaultdict(dict)
     for r in state.replicas:
@@ -164,12 +169,13 @@ def report(rows: list[dict[str, Any]], command: str, minutes: float) -> str:
         "budgeted re-plan saves; *held back* counts workloads the unconstrained re-plan moves and this one "
         "does not, by reason (below the saving threshold, payback, horizon, move budget). Moves *forced* by "
         "hard rules (the current place is no longer admitted, e.g. a price rise past a workload's budget) are "
-        "outside the move limit. *best k moves* "
-        "sums the k largest per-workload savings of the unconstrained re-plan, k = the move limit: roughly "
-        "the most any plan moving that many workloads could save.",
+        "outside the move limit. *top-k gains* "
+        "sums the k largest per-workload savings of the unconstrained re-plan, k = the move limit: a guide "
+        "to what k moves can save when the limit binds (the unconstrained re-plan also moves some work to "
+        "dearer places to make room, so this can exceed its net available saving).",
         "",
         "| instance | seed | running workloads | offers repriced | move limit | moves (allowed) | running $/h | "
-        "available $/h | best k moves $/h | captured $/h | capture | target | met | one-off moving $ | held back | "
+        "available $/h | top-k gains $/h | captured $/h | capture | target | met | one-off moving $ | held back | "
         "re-plan s | solver |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | --- |",
     ]
