@@ -137,7 +137,8 @@ def plan(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the plan JSON here")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="solver deterministic-time limit")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="solver workers")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="solver workers; for large inputs, worker processes solving independent parts")] = None,
+    method: Annotated[str, typer.Option("--method", help="auto (exact up to about 500 workloads, then the large-instance planner), exact or scale")] = "auto",
     record_wall_time: Annotated[bool, typer.Option("--record-wall-time", help="store the wall-clock solve time in the plan (makes plans differ run to run)")] = False,
     state: Annotated[str | None, typer.Option("--state", help=f"state store: SQLite file or SQLAlchemy URL (env {STATE_ENV})")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 0: no changes, 2: changes, 1: error")] = False,
@@ -148,12 +149,14 @@ def plan(
     """Plan where every workload should run and what would change. Changes no resources."""
     if output_format not in ("table", "json"):
         raise PlacementError(f"--format must be 'table' or 'json', not {output_format!r}")
+    if method not in ("auto", "exact", "scale"):
+        raise PlacementError(f"--method must be 'auto', 'exact' or 'scale', not {method!r}")
     if inventory == "live":
         inventory = str(_refresh_live(providers_config, snapshot_dir))
     loaded = load_scenario(scenario, workloads, inventory, policies)
     current = read_state_view(state)
     base = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
-                                         record_wall_time=record_wall_time, hint=_hint(current)))
+                                         record_wall_time=record_wall_time, hint=_hint(current), method=method))
     result = with_idle(attach_state(base, current), loaded.inventory.inventory)
     text = plan_to_json(result)
     if out is not None:

@@ -1,24 +1,1384 @@
-"""The large-instance planner (thousands of workloads and offers).
+"""The large-instance planner: thousands of workloads and offers.
 
-Not written yet: ``use_scale`` is always False and ``plan_large`` refuses.
+One CP-SAT model over every (workload, offer) pair stops being useful between 1,000 and 5,000
+workloads. This planner minimises the same objective under the same hard constraints as
+``placement.solver`` (read its docstring for the objective, the money units and ``penalty_unit``):
+
+1. **Filter** with numpy (``placement.fastfilter``): the same candidates and costs as
+   ``placement.candidates``, as arrays. ``Candidate`` objects are built only for the pairs the plan
+   uses, and the scalar filter runs again only for workloads left unplaced, to explain them.
+2. **Model** as arrays (``Model``): per candidate its replica cap, cost and usage of every limit, all
+   in the solver's integer units. Workloads no plan can place (spread wider than their candidates,
+   budget below their cheapest ``min_replicas``) get no capacity; each workload's budget caps how
+   many replicas it can have at all (``affordable``).
+3. **Decompose** into independent components: workloads linked through the limits they share
+   (offers with limited availability, capacity pools, team budgets and spot shares). Offers without
+   a limit link nothing. Per component, cheapest first:
+   - the relaxation without shared limits, budgets and spread (every workload on its cheapest
+     candidates, all-or-nothing kept): when its solution keeps every hard constraint it is optimal;
+   - small components: one exact model (several small components share one), solved by HiGHS'
+     branch and bound through OR-Tools' MathOpt, with its dual bound;
+   - large components: **Lagrangian relaxation** of the shared limits (subgradient steps on the
+     prices of offer availability, pools, team budgets and team spot shares). Each iteration solves
+     every workload's own problem exactly (best replicas at the current prices, all-or-nothing down
+     to ``min_replicas``, at most the replicas its budget affords; spread relaxed), so each iteration
+     is a valid lower bound on the integer optimum. A price-guided greedy that keeps every hard
+     constraint gives the first plans; then **neighbourhood repair**: MIPs over a few hundred
+     workloads (those with unplaced replicas and the workloads holding the offers and pools they
+     need; those around the most contended limits; those paying most above their cheapest
+     candidate), the rest fixed, accepted only when they improve the plan, until the gap is under
+     ``TARGET_GAP`` or the work budget is spent. Components up to ``LP_MAX_CANDIDATES`` also get the
+     LP relaxation as a bound.
+4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
+
+CP-SAT is not used here: given this model with a good plan as hint, one CP-SAT worker hardly improves
+on the plan in tens of seconds, while HiGHS repairs a 300-workload neighbourhood in a fraction of one.
+
+Components are solved in worker processes when ``PlanOptions.workers`` > 1. Every step is
+deterministic (iteration counts, node limits, one thread, fixed seeds, never a time limit), so the
+plan depends neither on machine load nor on the number of worker processes. The work budget is
+``PlanOptions.max_deterministic_time`` (else the policy's ``solver.max_deterministic_time``), counted
+as ``NEIGHBOURHOOD_WORK`` units per neighbourhood; the plan's ``deterministic_time`` reports the units
+spent.
+
+The reported bound is the sum over components of valid lower bounds (the best Lagrangian value,
+the LP relaxation, the MIP dual bound loosened by its tolerance, or the exact optimum of the
+relaxation) in the units of the exact path's objective, so the reported gap is an honest one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+import multiprocessing
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from placement.candidates import (
+    Candidate,
+    WorkloadCandidates,
+    _admitting_rules,
+    candidates_for,
+    latency_ms,
+    region_egress_table,
+)
 from placement.errors import PlacementError
+from placement.fastfilter import CandidateArrays, candidate_arrays
+from placement.idle import idle_owned
+from placement.models import Inventory, Placement, Plan, PolicySet, SolverStats, Unplaced, Workload
+from placement.solver import MONEY_SCALE, SHARE_SCALE, SolveResult
 
 if TYPE_CHECKING:
-    from placement.models import Plan
     from placement.planner import PlanOptions
     from placement.scenario import Scenario
+
+# ``make_plan`` with method "auto" uses this planner from this many workload x offer pairs, or this
+# many workloads. Below it one CP-SAT model proves optimality in seconds on the bundled scenarios;
+# at 1,000 x 200 it takes a minute and more (bench/RESULTS.md).
+SCALE_MIN_PAIRS = 100_000
+SCALE_MIN_WORKLOADS = 500
+
+EXACT_MAX_CANDIDATES = 1_500  # components up to this many candidates: one exact model
+EXACT_BATCH_CANDIDATES = 6_000  # small components solved together, up to this many candidates
+EXACT_NODES = 2_000  # branch-and-bound node limit of an exact model
+LAGRANGE_ITERATIONS = 40  # price iterations before the neighbourhood repair
+PRIMAL_AT = (0, 10, 25, 39)  # iterations after which the price-guided greedy runs
+BOUND_ITERATIONS = 60  # price iterations after the repair, against its better objective, for the bound
+THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations without a better bound
+STALL = 8
+STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective - best bound)
+LP_MAX_CANDIDATES = 400_000  # components up to this size also get the LP relaxation as a bound
+TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
+NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood
+SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
+NEIGHBOURHOOD_TOP_K = 16  # candidates per freed workload: its cheapest at the final prices + those in use
+NEIGHBOURHOOD_NODES = 200  # branch-and-bound node limit of a neighbourhood model
+REGRET_SEEDS = 40  # placed workloads paying most above their cheapest candidate, per neighbourhood
+REGRET_BLOCKS = 10
+NEIGHBOURHOOD_WORK = 0.5  # deterministic work units one neighbourhood counts against the budget
 
 
 def use_scale(scenario: Scenario) -> bool:
     """Whether ``make_plan`` with method "auto" should use this planner."""
-    return False
+    n_w = len(scenario.workloads.workloads)
+    return n_w * len(scenario.inventory.inventory.offers) >= SCALE_MIN_PAIRS or n_w >= SCALE_MIN_WORKLOADS
 
 
-def plan_large(scenario: Scenario, options: PlanOptions) -> Plan:
-    raise PlacementError("the large-instance planner is not available in this version")
+# ==================================================================================================
+# The model as arrays
+# ==================================================================================================
+
+
+@dataclass
+class Model:
+    """The CP-SAT path's model as arrays (money in 1/10,000 USD per hour, as in placement.solver)."""
+
+    # workloads
+    replicas: np.ndarray  # int64
+    fewest: np.ndarray  # int64
+    penalty: np.ndarray  # int64, money per unplaced replica
+    team: np.ndarray  # int64, index into teams (-1: none)
+    budget: np.ndarray  # int64 money, -1: none
+    min_providers: np.ndarray  # int64
+    min_regions: np.ndarray  # int64
+    start: np.ndarray  # int64, candidate groups
+    # candidates
+    cw: np.ndarray  # int64 workload
+    offer: np.ndarray  # int64
+    cap: np.ndarray  # int64 upper bound of replicas on it
+    cost: np.ndarray  # int64 money, objective per replica
+    hourly: np.ndarray  # int64 money, cost per replica (budgets)
+    nodes: np.ndarray  # int64
+    gpus: np.ndarray  # int64, GPUs per replica
+    spot: np.ndarray  # bool
+    provider: np.ndarray  # int64 code
+    region: np.ndarray  # int64 code
+    # offers, pools, teams (global)
+    avail: np.ndarray  # int64, -1: unlimited
+    pool_start: np.ndarray  # int64 CSR per offer
+    pool_id: np.ndarray  # int64
+    pool_per_node: np.ndarray  # int64
+    pool_limit: np.ndarray  # int64
+    team_budget: np.ndarray  # int64 money, -1: none
+    team_share: np.ndarray  # int64 per-mille, -1: none
+    most: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # replicas the budget allows at most
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived lists, built once
+    workload_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # global workload index
+    cand_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # global candidate index
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["cache"] = {}  # derived data is rebuilt where the model is used, not shipped
+        return state
+
+    @property
+    def n_w(self) -> int:
+        return int(self.replicas.shape[0])
+
+    @property
+    def n_c(self) -> int:
+        return int(self.cw.shape[0])
+
+    def spot_coef(self) -> np.ndarray:
+        """Per candidate, its term in the team spot-share row sum((1000 spot - share) g x) <= 0."""
+        if "coef" not in self.cache:
+            self.cache["coef"] = self._spot_coef()
+        out: np.ndarray = self.cache["coef"]
+        return out
+
+    def _spot_coef(self) -> np.ndarray:
+        if not len(self.team_share):
+            return np.zeros(self.n_c, np.int64)
+        t = self.team[self.cw]
+        share = np.where(t >= 0, self.team_share[np.maximum(t, 0)], -1)
+        coef = (SHARE_SCALE * self.spot.astype(np.int64) - share) * self.gpus
+        out: np.ndarray = np.where(share >= 0, coef, 0)
+        return out
+
+    def objective(self, x: np.ndarray) -> int:
+        placed = np.bincount(self.cw, weights=x, minlength=self.n_w).astype(np.int64)
+        return int((self.cost * x).sum() + (self.penalty * (self.replicas - placed)).sum())
+
+
+def _money(values: np.ndarray) -> np.ndarray:
+    """placement.solver.money, vectorised: round half to even, like Python's round."""
+    out: np.ndarray = np.round(values * MONEY_SCALE).astype(np.int64)
+    return out
+
+
+def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory, pol: PolicySet,
+                ca: CandidateArrays) -> tuple[Model, float]:
+    offers = inv.offers
+    n_w = len(workloads)
+    obj = ca.objective_hourly_usd
+    penalty_unit = float(math.ceil(1.0 + (float(obj.max()) if len(ca) else 0.0)))
+    teams = sorted(t for t, r in pol.teams.items()
+                   if r.hourly_limit_usd is not None or r.max_interruptible_share is not None)
+    team_idx = {t: i for i, t in enumerate(teams)}
+    cw = ca.workload.astype(np.int64)
+    co = ca.offer.astype(np.int64)
+    nodes = ca.nodes.astype(np.int64)
+    replicas = np.asarray([w.replicas for w in workloads], np.int64)
+    avail = np.asarray([-1 if o.available is None else o.available for o in offers], np.int64)
+    cap = replicas[cw]
+    lim = avail[co]
+    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
+    # Pools: CSR per offer.
+    pool_index = {p.id: i for i, p in enumerate(inv.pools)}
+    ps, pid, pper = [0], [], []
+    for o in offers:
+        for p in o.pools:
+            unit = inv.pools[pool_index[p]].unit
+            pid.append(pool_index[p])
+            pper.append({"instances": 1, "gpus": o.gpu_count, "vcpus": o.vcpus}[unit])
+        ps.append(len(pid))
+    prov_code: dict[str, int] = {}
+    reg_code: dict[str, int] = {}
+    o_prov = np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64)
+    o_reg = np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64)
+    o_gpus = np.asarray([o.gpu_count for o in offers], np.int64)
+    o_spot = np.asarray([o.capacity_type == "spot" for o in offers], bool)
+    team_budget = np.asarray([-1 if (b := pol.teams[t].hourly_limit_usd) is None else round(b * MONEY_SCALE)
+                              for t in teams], np.int64)
+    team_share = np.asarray([-1 if (s := pol.teams[t].max_interruptible_share) is None else round(s * SHARE_SCALE)
+                             for t in teams], np.int64)
+    model = Model(
+        replicas=replicas,
+        fewest=np.asarray([w.fewest_replicas for w in workloads], np.int64),
+        penalty=np.asarray([round(penalty_unit * w.priority * MONEY_SCALE) for w in workloads], np.int64),
+        team=np.asarray([team_idx.get(w.team, -1) for w in workloads], np.int64),
+        budget=np.asarray([-1 if w.budget_hourly_usd is None else round(w.budget_hourly_usd * MONEY_SCALE)
+                           for w in workloads], np.int64),
+        min_providers=np.asarray([w.spread.min_providers for w in workloads], np.int64),
+        min_regions=np.asarray([w.spread.min_regions for w in workloads], np.int64),
+        start=ca.start.astype(np.int64),
+        cw=cw, offer=co, cap=cap.astype(np.int64), cost=_money(obj), hourly=_money(ca.hourly_usd), nodes=nodes,
+        gpus=nodes * o_gpus[co], spot=o_spot[co], provider=o_prov[co], region=o_reg[co],
+        avail=avail, pool_start=np.asarray(ps, np.int64), pool_id=np.asarray(pid, np.int64),
+        pool_per_node=np.asarray(pper, np.int64), pool_limit=np.asarray([p.limit for p in inv.pools], np.int64),
+        team_budget=team_budget, team_share=team_share,
+        workload_ids=np.arange(n_w, dtype=np.int64), cand_ids=np.arange(len(ca), dtype=np.int64),
+    )
+    dead = unplaceable(model)
+    model.cap[dead[model.cw]] = 0
+    model.most = affordable(model)
+    return model, penalty_unit
+
+
+def affordable(m: Model) -> np.ndarray:
+    """Most replicas each workload can have within its own budget (its cheapest candidates first)."""
+    most = m.replicas.copy()
+    for w in np.flatnonzero(m.budget >= 0).tolist():
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        left, n = int(m.budget[w]), 0
+        for c in (s + np.argsort(m.hourly[s:e], kind="stable")).tolist():
+            h, cap = int(m.hourly[c]), int(m.cap[c])
+            take = cap if h == 0 else min(cap, left // h)
+            n += take
+            left -= take * h
+            if take < cap:
+                break
+        most[w] = min(most[w], n)
+    return most
+
+
+def unplaceable(m: Model) -> np.ndarray:
+    """Workloads no plan can place whatever the others do: too few distinct providers or regions
+    for their spread, or a budget below their cheapest ``min_replicas`` replicas."""
+    dead = np.zeros(m.n_w, bool)
+    for w in np.flatnonzero((m.budget >= 0) | (m.min_providers > 1) | (m.min_regions > 1)).tolist():
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        if s == e:
+            continue
+        if len(set(m.provider[s:e].tolist())) < m.min_providers[w] or \
+                len(set(m.region[s:e].tolist())) < m.min_regions[w]:
+            dead[w] = True
+            continue
+        if m.budget[w] >= 0:
+            need, cost = int(m.fewest[w]), 0
+            for c in (s + np.argsort(m.hourly[s:e], kind="stable")).tolist():
+                take = min(need, int(m.cap[c]))
+                cost += take * int(m.hourly[c])
+                need -= take
+                if need == 0:
+                    break
+            dead[w] = need > 0 or cost > m.budget[w]
+    return dead
+
+
+def restrict(m: Model, wsel: np.ndarray) -> Model:
+    """The model over a sorted subset of its workloads (resources stay global)."""
+    wsel = np.asarray(wsel, np.int64)
+    counts = m.start[wsel + 1] - m.start[wsel]
+    csel = (np.repeat(m.start[wsel] - np.cumsum(np.r_[0, counts[:-1]]), counts)
+            + np.arange(int(counts.sum()), dtype=np.int64)) if len(wsel) else np.zeros(0, np.int64)
+    local = np.repeat(np.arange(len(wsel), dtype=np.int64), counts)
+    return replace(
+        m, replicas=m.replicas[wsel], fewest=m.fewest[wsel], penalty=m.penalty[wsel], team=m.team[wsel],
+        budget=m.budget[wsel], min_providers=m.min_providers[wsel], min_regions=m.min_regions[wsel],
+        cache={}, most=m.most[wsel], start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=local, offer=m.offer[csel], cap=m.cap[csel],
+        cost=m.cost[csel], hourly=m.hourly[csel], nodes=m.nodes[csel], gpus=m.gpus[csel], spot=m.spot[csel],
+        provider=m.provider[csel], region=m.region[csel], workload_ids=m.workload_ids[wsel],
+        cand_ids=m.cand_ids[csel],
+    )
+
+
+def _pool_matrix(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate x pool entry: (candidate, pool, units per replica)."""
+    if "pools" not in m.cache:
+        m.cache["pools"] = _pool_entries(m)
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] = m.cache["pools"]
+    return out
+
+
+def _pool_entries(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    counts = m.pool_start[m.offer + 1] - m.pool_start[m.offer]
+    cidx = np.repeat(np.arange(m.n_c, dtype=np.int64), counts)
+    if not len(cidx):
+        return cidx, cidx.copy(), cidx.copy()
+    first = np.repeat(m.pool_start[m.offer] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(cidx))
+    return cidx, m.pool_id[first], m.pool_per_node[first] * m.nodes[cidx]
+
+
+def check(m: Model, x: np.ndarray) -> list[str]:
+    """Every hard constraint of the model that ``x`` breaks (empty: feasible)."""
+    out: list[str] = []
+    if (x < 0).any() or (x > m.cap).any():
+        out.append("replicas outside [0, cap]")
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    if (placed > m.replicas).any():
+        out.append("too many replicas")
+    if ((placed > 0) & (placed < m.fewest)).any():
+        out.append("fewer than min_replicas")
+    used = np.bincount(m.offer, weights=m.nodes * x, minlength=len(m.avail)).astype(np.int64)
+    if ((m.avail >= 0) & (used > m.avail)).any():
+        out.append("offer availability")
+    ci, pi, per = _pool_matrix(m)
+    pu = np.bincount(pi, weights=per * x[ci], minlength=len(m.pool_limit)).astype(np.int64)
+    if (pu > m.pool_limit).any():
+        out.append("pool limit")
+    wb = np.bincount(m.cw, weights=m.hourly * x, minlength=m.n_w).astype(np.int64)
+    if ((m.budget >= 0) & (wb > m.budget)).any():
+        out.append("workload budget")
+    tc = m.team[m.cw]
+    has = tc >= 0
+    tb = np.bincount(tc[has], weights=(m.hourly * x)[has], minlength=len(m.team_budget)).astype(np.int64)
+    if ((m.team_budget >= 0) & (tb > m.team_budget)).any():
+        out.append("team budget")
+    ts = np.bincount(tc[has], weights=(m.spot_coef() * x)[has], minlength=len(m.team_share)).astype(np.int64)
+    if ((m.team_share >= 0) & (ts > 0)).any():
+        out.append("team spot share")
+    for w in np.flatnonzero((placed > 0) & ((m.min_providers > 1) | (m.min_regions > 1))):
+        s, e = m.start[w], m.start[w + 1]
+        on = x[s:e] > 0
+        if len(set(m.provider[s:e][on].tolist())) < m.min_providers[w] or \
+                len(set(m.region[s:e][on].tolist())) < m.min_regions[w]:
+            out.append("spread")
+            break
+    return out
+
+
+# ==================================================================================================
+# Lagrangian relaxation
+# ==================================================================================================
+
+
+def _group_first_min(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (contiguous, non-empty): minimum value and the position of its first occurrence."""
+    gmin = np.minimum.reduceat(values, starts)
+    eq = np.flatnonzero(values == np.repeat(gmin, counts))
+    grp = np.repeat(np.arange(len(starts)), counts)[eq]
+    first = eq[np.r_[True, grp[1:] != grp[:-1]]]
+    return gmin, first
+
+
+def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each workload's own optimum at reduced costs ``rc`` (money per replica): candidate caps and
+    all-or-nothing down to min_replicas kept, budgets, spread and shared limits dropped.
+
+    Returns (x, sum over workloads of (its optimum + penalty x replicas))."""
+    x = np.zeros(m.n_c, np.int64)
+    counts_all = m.start[1:] - m.start[:-1]
+    groups = np.flatnonzero(counts_all > 0)
+    if not len(groups):
+        return x, float((m.penalty * m.replicas).sum())
+    cur = rc.astype(np.float64).copy()
+    need = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas.copy()
+    rounds_c: list[np.ndarray] = []  # per round, per workload: candidate taken (-1 none)
+    rounds_n: list[np.ndarray] = []
+    rounds_v: list[np.ndarray] = []
+    active = groups
+    cand_idx = np.arange(m.n_c, dtype=np.int64)
+    while len(active):
+        counts = counts_all[active]
+        starts_local = np.r_[0, np.cumsum(counts)[:-1]]
+        gmin, first = _group_first_min(cur[cand_idx], starts_local, counts)
+        c_of = np.full(m.n_w, -1, np.int64)
+        n_of = np.zeros(m.n_w, np.int64)
+        v_of = np.full(m.n_w, np.inf)
+        ok = np.isfinite(gmin)
+        wa, ca = active[ok], cand_idx[first[ok]]
+        take = np.minimum(m.cap[ca], need[wa])
+        c_of[wa], n_of[wa], v_of[wa] = ca, take, gmin[ok]
+        need[wa] -= take
+        cur[ca] = np.inf
+        rounds_c.append(c_of)
+        rounds_n.append(n_of)
+        rounds_v.append(v_of)
+        nxt = wa[need[wa] > 0]
+        if not len(nxt):
+            break
+        active = nxt
+        cnt = counts_all[active]
+        cand_idx = np.repeat(m.start[active] - np.cumsum(np.r_[0, cnt[:-1]]), cnt) + np.arange(int(cnt.sum()))
+    pen = m.penalty.astype(np.float64)
+    total = np.zeros(m.n_w, np.int64)
+    kprime = np.zeros(m.n_w, np.int64)
+    for n_of, v_of in zip(rounds_n, rounds_v, strict=True):
+        total += n_of
+        kprime += np.where(v_of < pen, n_of, 0)
+    k = np.where(kprime >= m.fewest, kprime, 0)
+    low = (kprime < m.fewest) & (total >= m.fewest)
+    if low.any():
+        val_f = np.zeros(m.n_w)
+        got = np.zeros(m.n_w, np.int64)
+        for n_of, v_of in zip(rounds_n, rounds_v, strict=True):
+            use = np.clip(m.fewest - got, 0, n_of)
+            val_f += np.where(use > 0, use * (np.where(np.isfinite(v_of), v_of, 0.0) - pen), 0.0)
+            got += use
+        k = np.where(low & (val_f < 0), m.fewest, k)
+    value = (pen * m.replicas).astype(np.float64)
+    got = np.zeros(m.n_w, np.int64)
+    for c_of, n_of, v_of in zip(rounds_c, rounds_n, rounds_v, strict=True):
+        use = np.clip(k - got, 0, n_of)
+        sel = use > 0
+        x[c_of[sel]] += use[sel]
+        value += np.where(sel, use * (np.where(np.isfinite(v_of), v_of, 0.0) - pen), 0.0)
+        got += use
+    return x, float(value.sum())
+
+
+@dataclass
+class Prices:
+    offer: np.ndarray  # per offer, money per node
+    pool: np.ndarray  # per pool, money per unit
+    budget: np.ndarray  # per team, per money unit of cost
+    share: np.ndarray  # per team, per unit of the spot row
+
+    def reduced(self, m: Model, pools: tuple[np.ndarray, np.ndarray, np.ndarray], spot_coef: np.ndarray) -> np.ndarray:
+        rc = m.cost.astype(np.float64) + m.nodes * self.offer[m.offer]
+        ci, pi, per = pools
+        if len(ci):
+            rc += np.bincount(ci, weights=per * self.pool[pi], minlength=m.n_c)
+        t = m.team[m.cw]
+        tt = np.maximum(t, 0)
+        has = t >= 0
+        if len(self.budget):
+            rc += np.where(has, self.budget[tt] * m.hourly + self.share[tt] * spot_coef, 0.0)
+        return rc
+
+    def rhs_value(self, m: Model) -> float:
+        return float((self.offer * np.maximum(m.avail, 0)).sum() + (self.pool * m.pool_limit).sum()
+                     + (self.budget * np.maximum(m.team_budget, 0)).sum())
+
+
+# ==================================================================================================
+# Primal: price-guided greedy
+# ==================================================================================================
+
+
+class Residual:
+    """What is left of every shared limit, for a greedy that keeps all hard constraints."""
+
+    def __init__(self, m: Model, x: np.ndarray | None = None) -> None:
+        self.m = m
+        lists = m.cache.get("lists")
+        if lists is None:
+            lists = m.cache["lists"] = {
+                "pools_of": [list(zip(m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist(),
+                                      m.pool_per_node[m.pool_start[o]:m.pool_start[o + 1]].tolist(), strict=True))
+                             for o in range(len(m.avail))],
+                "offer": m.offer.tolist(), "nodes": m.nodes.tolist(), "hourly": m.hourly.tolist(),
+                "cap": m.cap.tolist(), "coef": m.spot_coef().tolist(), "team": m.team.tolist(),
+                "provider": m.provider.tolist(), "region": m.region.tolist(),
+            }
+        self.pools_of: list[list[tuple[int, int]]] = lists["pools_of"]
+        self.offer: list[int] = lists["offer"]
+        self.nodes: list[int] = lists["nodes"]
+        self.hourly: list[int] = lists["hourly"]
+        self.cap: list[int] = lists["cap"]
+        self.coef: list[int] = lists["coef"]
+        self.team: list[int] = lists["team"]
+        self.provider: list[int] = lists["provider"]
+        self.region: list[int] = lists["region"]
+        self.has_budget = [b >= 0 for b in m.team_budget.tolist()]
+        self.has_share = [s >= 0 for s in m.team_share.tolist()]
+        if x is None or not x.any():
+            self.avail = m.avail.tolist()
+            self.pool = m.pool_limit.tolist()
+            self.team_budget = m.team_budget.tolist()
+            self.team_spot = [0] * len(self.has_share)  # slack of the spot row
+            return
+        used = np.bincount(m.offer, weights=m.nodes * x, minlength=len(m.avail)).astype(np.int64)
+        self.avail = np.where(m.avail >= 0, m.avail - used, m.avail).tolist()
+        ci, pi, per = _pool_matrix(m)
+        self.pool = (m.pool_limit - np.bincount(pi, weights=per * x[ci], minlength=len(m.pool_limit))
+                     .astype(np.int64)).tolist()
+        tc = m.team[m.cw]
+        has = tc >= 0
+        n_t = len(m.team_budget)
+        spent = np.bincount(tc[has], weights=(m.hourly * x)[has], minlength=n_t).astype(np.int64)
+        self.team_budget = np.where(m.team_budget >= 0, m.team_budget - spent, m.team_budget).tolist()
+        self.team_spot = (-np.bincount(tc[has], weights=(m.spot_coef() * x)[has], minlength=n_t)
+                          .astype(np.int64)).tolist()
+
+    def fits(self, c: int, n: int, t: int) -> int:
+        o = self.offer[c]
+        nodes = self.nodes[c]
+        a = self.avail[o]
+        if a >= 0:
+            n = min(n, a // nodes)
+        for p, per in self.pools_of[o]:
+            n = min(n, self.pool[p] // (per * nodes))
+        if t >= 0:
+            h = self.hourly[c]
+            if self.has_budget[t] and h > 0:
+                n = min(n, self.team_budget[t] // h)
+            k = self.coef[c]
+            if self.has_share[t] and k > 0:
+                n = min(n, self.team_spot[t] // k)
+        return max(0, n)
+
+    def take(self, c: int, n: int, t: int) -> None:
+        o = self.offer[c]
+        nodes = self.nodes[c]
+        if self.avail[o] >= 0:
+            self.avail[o] -= n * nodes
+        for p, per in self.pools_of[o]:
+            self.pool[p] -= n * per * nodes
+        if t >= 0:
+            if self.has_budget[t]:
+                self.team_budget[t] -= n * self.hourly[c]
+            if self.has_share[t]:
+                self.team_spot[t] -= n * self.coef[c]
+
+
+def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = None,
+           x: np.ndarray | None = None) -> np.ndarray:
+    """Workloads in ``order``, each on its candidates by ascending reduced cost, every hard constraint
+    kept; a workload that misses its minimum or its spread places nothing."""
+    res = res or Residual(m)
+    x = np.zeros(m.n_c, np.int64) if x is None else x
+    srt = np.lexsort((np.arange(m.n_c), rc, m.cw)).tolist()
+    start = m.start.tolist()
+    replicas = m.replicas.tolist()
+    fewest = m.fewest.tolist()
+    budget = m.budget.tolist()
+    minp = m.min_providers.tolist()
+    minr = m.min_regions.tolist()
+    for w in order:
+        s, e = start[w], start[w + 1]
+        if s == e:
+            continue
+        t = res.team[w]
+        left = replicas[w]
+        wb = budget[w]
+        taken: list[tuple[int, int]] = []
+        cands = srt[s:e]
+        spread = minp[w] > 1 or minr[w] > 1
+        if spread:
+            provs: set[int] = set()
+            regs: set[int] = set()
+            for c in cands:
+                if len(provs) >= minp[w] and len(regs) >= minr[w]:
+                    break
+                p, r = res.provider[c], res.region[c]
+                if (len(provs) < minp[w] and p not in provs) or (len(regs) < minr[w] and r not in regs):
+                    n = res.fits(c, 1, t)
+                    h = res.hourly[c]
+                    if n and (wb < 0 or h <= wb):
+                        res.take(c, 1, t)
+                        taken.append((c, 1))
+                        left -= 1
+                        if wb >= 0:
+                            wb -= h
+                        provs.add(p)
+                        regs.add(r)
+            if len(provs) < minp[w] or len(regs) < minr[w]:
+                left = -1
+        if left > 0:
+            used = dict(taken)
+            for c in cands:
+                n = min(left, res.cap[c] - used.get(c, 0))
+                if n <= 0:
+                    continue
+                n = res.fits(c, n, t)
+                h = res.hourly[c]
+                if wb >= 0 and h > 0:
+                    n = min(n, wb // h)
+                if n <= 0:
+                    continue
+                res.take(c, n, t)
+                taken.append((c, n))
+                left -= n
+                if wb >= 0:
+                    wb -= n * h
+                if left == 0:
+                    break
+        placed = sum(n for _, n in taken)
+        if left < 0 or placed < fewest[w]:
+            for c, n in taken:
+                res.take(c, -n, t)
+            continue
+        for c, n in taken:
+            x[c] += n
+    return x
+
+
+# ==================================================================================================
+# CP-SAT over a set of workloads, the others fixed
+# ==================================================================================================
+
+
+@dataclass
+class SubResult:
+    x: np.ndarray  # full candidate vector
+    objective: int
+    bound: int | None  # valid lower bound on the objective restricted to the freed workloads + fixed part
+    status: str
+    det_time: float
+
+
+def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarray | None = None,
+        top_k: int | None = None, relax: bool = False, seed: int = 0) -> SubResult:
+    """Re-optimise the workloads ``free`` (sorted indices) with the others fixed as in ``x``: the same
+    model as placement.solver restricted to them, on what the fixed ones leave of every limit, solved
+    by HiGHS' branch and bound through OR-Tools' MathOpt. On this model HiGHS finds good packings
+    far faster than CP-SAT (which, with the plan as hint, hardly improves on it: bench/README.md).
+
+    With ``top_k`` each freed workload keeps only its ``top_k`` candidates of lowest ``rc``, its
+    ``top_k // 2`` cheapest and those it uses now (a restriction: the result stays feasible, no bound is returned). With ``relax`` the
+    LP relaxation is solved and only its bound is returned.
+
+    Deterministic: one thread, a fixed seed, a node limit and no time limit. Integer values are read
+    back rounded and the result is re-checked with ``check``; one that breaks a limit (solver
+    tolerances) is dropped, as is one that is not better than ``x``."""
+    from ortools.math_opt import callback_pb2, model_parameters_pb2, model_pb2, parameters_pb2, result_pb2
+    from ortools.math_opt.core.python import solver as core
+
+    is_free = np.zeros(m.n_w, bool)
+    is_free[free] = True
+    xf = np.where(~is_free[m.cw], x, 0)
+    res = Residual(m, xf)
+    var_c: list[int] = []
+    ub: list[int] = []
+    obj: list[float] = []
+    rows_lo: list[float] = []
+    rows_hi: list[float] = []
+    tr: list[int] = []
+    tc: list[int] = []
+    tv: list[float] = []
+    inf = math.inf
+    extra_vars: list[tuple[int, float]] = []  # (ub, objective) of binaries, after the candidate vars
+
+    def row(lo: float, hi: float, cols: list[int], vals: list[float]) -> None:
+        r = len(rows_lo)
+        rows_lo.append(lo)
+        rows_hi.append(hi)
+        tr.extend([r] * len(cols))
+        tc.extend(cols)
+        tv.extend(vals)
+
+    const = 0
+    shared: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
+    binaries: list[tuple[int, list[int], list[float], str]] = []
+    for w in free.tolist():
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        t = res.team[w]
+        rep = int(m.replicas[w])
+        pen = int(m.penalty[w])
+        const += pen * rep
+        cands: list[int] = list(range(s, e))
+        if top_k is not None and rc is not None and e - s > top_k:
+            keep = set((s + np.argsort(rc[s:e], kind="stable")[:top_k]).tolist())
+            keep.update((s + np.argsort(m.cost[s:e], kind="stable")[:top_k // 2]).tolist())
+            keep.update((s + np.flatnonzero(x[s:e])).tolist())
+            cands = sorted(keep)
+        cols: list[int] = []
+        for c in cands:
+            u = res.fits(c, res.cap[c], -1)
+            h = res.hourly[c]
+            if t >= 0 and res.has_budget[t] and h > 0:
+                u = min(u, max(0, res.team_budget[t]) // h)
+            if m.budget[w] >= 0 and h > 0:
+                u = min(u, int(m.budget[w]) // h)
+            if u <= 0:
+                continue
+            j = len(var_c)
+            var_c.append(c)
+            ub.append(u)
+            obj.append(float(int(m.cost[c]) - pen))
+            cols.append(j)
+            o = res.offer[c]
+            nd = res.nodes[c]
+            if res.avail[o] >= 0:
+                shared[("o", o)].append((j, float(nd)))
+            for p, per in res.pools_of[o]:
+                shared[("p", p)].append((j, float(per * nd)))
+            if t >= 0:
+                if res.has_budget[t]:
+                    shared[("b", t)].append((j, float(h)))
+                if res.has_share[t]:
+                    shared[("s", t)].append((j, float(res.coef[c])))
+        if not cols:
+            continue
+        row(-inf, rep, cols, [1.0] * len(cols))
+        few = int(m.fewest[w])
+        if few > 1 or m.min_providers[w] > 1 or m.min_regions[w] > 1:
+            on = len(extra_vars)
+            extra_vars.append((1, 0.0))
+            binaries.append((on, cols, [1.0] * len(cols), f"on:{max(1, few)}:{rep}"))
+            for minimum, key in ((int(m.min_providers[w]), res.provider), (int(m.min_regions[w]), res.region)):
+                if minimum <= 1:
+                    continue
+                groups: dict[int, list[int]] = defaultdict(list)
+                for j in cols:
+                    groups[key[var_c[j]]].append(j)
+                ys = []
+                for _g, js in sorted(groups.items()):
+                    y = len(extra_vars)
+                    extra_vars.append((1, 0.0))
+                    binaries.append((y, js, [1.0] * len(js), "y"))
+                    ys.append(y)
+                binaries.append((on, ys, [1.0] * len(ys), f"spread:{minimum}"))
+        if m.budget[w] >= 0:
+            row(-inf, float(m.budget[w]), cols, [float(res.hourly[var_c[j]]) for j in cols])
+    n_x = len(var_c)
+    if not n_x:
+        return SubResult(x, m.objective(x), None, "EMPTY", 0.0)
+    limits = {"o": res.avail, "p": res.pool, "b": res.team_budget, "s": res.team_spot}
+    for (rkind, ri), items in shared.items():
+        row(-inf, float(limits[rkind][ri]), [j for j, _ in items], [v for _, v in items])
+    for b, bcols, bvals, bkind in binaries:
+        bj = n_x + b
+        if bkind.startswith("on:"):
+            _, few_s, rep_s = bkind.split(":")
+            row(0.0, inf, [*bcols, bj], [*bvals, -float(few_s)])
+            row(-inf, 0.0, [*bcols, bj], [*bvals, -float(rep_s)])
+        elif bkind == "y":
+            row(0.0, inf, [*bcols, bj], [*bvals, -1.0])
+        else:
+            least = float(bkind.split(":")[1])
+            row(0.0, inf, [n_x + c for c in bcols] + [bj], [*bvals, -least])
+    n_var = n_x + len(extra_vars)
+    proto = model_pb2.ModelProto()
+    proto.variables.ids.extend(range(n_var))
+    proto.variables.lower_bounds.extend([0.0] * n_var)
+    proto.variables.upper_bounds.extend([float(u) for u in ub] + [float(u) for u, _ in extra_vars])
+    proto.variables.integers.extend([not relax] * n_var)
+    scale = 1.0 / MONEY_SCALE
+    proto.objective.linear_coefficients.ids.extend(range(n_x))
+    proto.objective.linear_coefficients.values.extend([v * scale for v in obj])
+    proto.linear_constraints.ids.extend(range(len(rows_lo)))
+    proto.linear_constraints.lower_bounds.extend(rows_lo)
+    proto.linear_constraints.upper_bounds.extend(rows_hi)
+    tr_a = np.asarray(tr, np.int64)
+    tc_a = np.asarray(tc, np.int64)
+    tv_a = np.asarray(tv, np.float64)
+    order = np.lexsort((tc_a, tr_a))
+    proto.linear_constraint_matrix.row_ids.extend(tr_a[order].tolist())
+    proto.linear_constraint_matrix.column_ids.extend(tc_a[order].tolist())
+    proto.linear_constraint_matrix.coefficients.extend(tv_a[order].tolist())
+    params = parameters_pb2.SolveParametersProto()
+    if not relax:
+        params.node_limit = node_limit
+    params.highs.bool_options["output_flag"] = False
+    params.highs.int_options["threads"] = 1
+    params.highs.int_options["random_seed"] = seed
+    params.highs.double_options["mip_rel_gap"] = 1e-6
+    result = core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
+                        parameters_pb2.SolverInitializerProto(), params,
+                        model_parameters_pb2.ModelSolveParametersProto(), None,
+                        callback_pb2.CallbackRegistrationProto(), None, None)
+    fixed = int((m.cost * xf).sum())
+    placed_fixed = np.bincount(m.cw, weights=xf, minlength=m.n_w).astype(np.int64)
+    fixed += int((m.penalty * (m.replicas - placed_fixed))[~is_free].sum())
+    bound: int | None = None
+    dual = result.termination.objective_bounds.dual_bound
+    if top_k is None and math.isfinite(dual):
+        # The solver's bound, in $/h, back to money units, loosened by its tolerances.
+        bound = fixed + const + math.floor(dual * MONEY_SCALE - 1e-6 * abs(dual * MONEY_SCALE) - 1)
+    if relax:
+        optimal = result.termination.reason == result_pb2.TERMINATION_REASON_OPTIMAL
+        return SubResult(x, m.objective(x), bound if optimal else None, "LP", 0.0)
+    if not result.solutions or not result.solutions[0].primal_solution.variable_values.ids:
+        return SubResult(x, m.objective(x), bound, "NOSOLUTION", 0.0)
+    vals = result.solutions[0].primal_solution.variable_values
+    xn = xf.copy()
+    got = dict(zip(vals.ids, vals.values, strict=True))
+    for j, c in enumerate(var_c):
+        xn[c] = round(got.get(j, 0.0))
+    if check(m, xn):
+        return SubResult(x, m.objective(x), bound, "ROUNDING", 0.0)
+    return SubResult(xn, m.objective(xn), bound, "FEASIBLE", 0.0)
+
+
+# ==================================================================================================
+# One component
+# ==================================================================================================
+
+
+@dataclass
+class ComponentResult:
+    x: np.ndarray
+    objective: int
+    bound: int
+    optimal: bool
+    det_time: float
+    trajectory: list[tuple[float, int, int]]  # (seconds since the component started, objective, bound)
+
+
+def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray) -> list[int]:
+    """Greedy order: higher penalty first; workloads the relaxation places before those it does not;
+    then fewer GPUs per replica (more replicas fit), then index."""
+    placed = np.bincount(m.cw, weights=x_relaxed, minlength=m.n_w) > 0
+    counts = m.start[1:] - m.start[:-1]
+    min_gpus = np.full(m.n_w, np.iinfo(np.int64).max)
+    ne = np.flatnonzero(counts > 0)
+    if len(ne):
+        min_gpus[ne] = np.minimum.reduceat(m.gpus, m.start[ne])
+    keys = np.lexsort((np.arange(m.n_w), min_gpus, ~placed, -m.penalty))
+    return [int(w) for w in keys if counts[w] > 0]
+
+
+def solve_exact(m: Model, seed: int) -> ComponentResult:
+    t0 = time.perf_counter()
+    rc = m.cost.astype(np.float64)
+    x0, lb0 = relaxed_solution(m, rc)
+    x = greedy(m, rc, _order(m, x0, rc))
+    obj = m.objective(x)
+    bound = min(obj, math.floor(lb0 - 1e-6 * abs(lb0)))
+    traj = [(time.perf_counter() - t0, obj, bound)]
+    r = mip(m, np.arange(m.n_w, dtype=np.int64), x, EXACT_NODES, seed=seed)
+    det = r.det_time
+    if r.bound is not None:
+        bound = max(bound, r.bound)
+    if r.objective < obj:
+        x, obj = r.x, r.objective
+    bound = min(bound, obj)
+    traj.append((time.perf_counter() - t0, obj, bound))
+    return ComponentResult(x, obj, bound, obj == bound, det, traj)
+
+
+class Lagrange:
+    """Subgradient ascent on the prices of the shared limits; every evaluation is a valid lower bound."""
+
+    def __init__(self, m: Model) -> None:
+        self.m = m
+        self.pools = _pool_matrix(m)
+        self.coef = m.spot_coef()
+        n_o, n_p, n_t = len(m.avail), len(m.pool_limit), len(m.team_budget)
+        self.prices = Prices(np.zeros(n_o), np.zeros(n_p), np.zeros(n_t), np.zeros(n_t))
+        self.best_prices = self.prices
+        self.best_lb = -math.inf
+        self.best_x_rel = np.zeros(m.n_c, np.int64)
+        # Row scales (each row divided by its limit), so that one step suits limits in instances,
+        # GPUs, vCPUs and money alike.
+        self.s_offer = np.maximum(m.avail, 1).astype(np.float64)
+        self.s_pool = np.maximum(m.pool_limit, 1).astype(np.float64)
+        self.s_budget = np.maximum(m.team_budget, 1).astype(np.float64)
+        self.tc = m.team[m.cw]
+        self.has_t = self.tc >= 0
+        self.s_share = np.maximum(1.0, np.bincount(self.tc[self.has_t],
+                                                   weights=np.abs(self.coef[self.has_t]) * m.cap[self.has_t],
+                                                   minlength=n_t)) if n_t else np.zeros(0)
+        self.theta = THETA0
+        self.stall = 0
+        self.iterations = 0
+
+    def evaluate(self, prices: Prices) -> tuple[np.ndarray, np.ndarray, float]:
+        rc = prices.reduced(self.m, self.pools, self.coef)
+        x_rel, val = relaxed_solution(self.m, rc)
+        return rc, x_rel, val - prices.rhs_value(self.m)
+
+    def run(self, iterations: int, upper_of: Callable[[], float],
+            on_iteration: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> None:
+        m = self.m
+        n_o, n_p, n_t = len(m.avail), len(m.pool_limit), len(m.team_budget)
+        lim_offer = m.avail >= 0
+        for it in range(iterations):
+            prices = self.prices
+            rc, x_rel, lb = self.evaluate(prices)
+            self.iterations += 1
+            if lb > self.best_lb + 1e-12 * abs(lb):
+                self.best_lb, self.best_prices, self.best_x_rel, self.stall = lb, prices, x_rel, 0
+            else:
+                self.stall += 1
+                if self.stall >= STALL:
+                    self.theta, self.stall = self.theta / 2, 0
+            if on_iteration is not None:
+                on_iteration(it, rc, x_rel)
+            upper = upper_of()
+            used_o = np.bincount(m.offer, weights=m.nodes * x_rel, minlength=n_o)
+            g_o = np.where(lim_offer, (used_o - m.avail) / self.s_offer, 0.0)
+            ci, pi, per = self.pools
+            used_p = np.bincount(pi, weights=per * x_rel[ci], minlength=n_p) if len(ci) else np.zeros(n_p)
+            g_p = (used_p - m.pool_limit) / self.s_pool
+            if n_t:
+                tc, has = self.tc, self.has_t
+                used_b = np.bincount(tc[has], weights=(m.hourly * x_rel)[has], minlength=n_t)
+                g_b = np.where(m.team_budget >= 0, (used_b - m.team_budget) / self.s_budget, 0.0)
+                used_s = np.bincount(tc[has], weights=(self.coef * x_rel)[has], minlength=n_t)
+                g_s = np.where(m.team_share >= 0, used_s / self.s_share, 0.0)
+            else:
+                g_b = g_s = np.zeros(0)
+            g_o = np.where((prices.offer <= 0) & (g_o < 0), 0.0, g_o)
+            g_p = np.where((prices.pool <= 0) & (g_p < 0), 0.0, g_p)
+            g_b = np.where((prices.budget <= 0) & (g_b < 0), 0.0, g_b)
+            g_s = np.where((prices.share <= 0) & (g_s < 0), 0.0, g_s)
+            norm = float((g_o**2).sum() + (g_p**2).sum() + (g_b**2).sum() + (g_s**2).sum())
+            if norm <= 1e-18:
+                break  # the relaxed solution keeps every shared limit: its value is the optimum
+            # A target just above the best bound so far (Polyak's rule with the plan's objective
+            # overshoots by orders of magnitude while that plan is far from optimal).
+            target = self.best_lb + STEP_FRACTION * max(0.0, upper - self.best_lb)
+            step = self.theta * max(target - lb, 1e-7 * abs(upper)) / norm
+            self.prices = Prices(np.maximum(0.0, prices.offer + step * g_o / self.s_offer),
+                                 np.maximum(0.0, prices.pool + step * g_p / self.s_pool),
+                                 np.maximum(0.0, prices.budget + step * g_b / self.s_budget),
+                                 np.maximum(0.0, prices.share + step * g_s / self.s_share))
+
+    def bound(self, objective: int) -> int:
+        if self.best_lb == -math.inf:
+            return -(2**62)
+        return min(objective, math.floor(self.best_lb - 1e-9 * abs(self.best_lb)))
+
+
+def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
+                progress: Callable[[int, int], None] | None = None) -> ComponentResult:
+    t0 = time.perf_counter()
+    traj: list[tuple[float, int, int]] = []
+    lag = Lagrange(m)
+    x = np.zeros(m.n_c, np.int64)
+    obj = m.objective(x)
+
+    def note() -> None:
+        b = lag.bound(obj)
+        traj.append((time.perf_counter() - t0, obj, b))
+        if progress is not None:
+            progress(obj, b)
+
+    def primal(it: int, rc: np.ndarray, x_rel: np.ndarray) -> None:
+        nonlocal x, obj
+        if it in PRIMAL_AT:
+            xg = greedy(m, rc, _order(m, x_rel, rc))
+            og = m.objective(xg)
+            if og < obj:
+                x, obj = xg, og
+            note()
+
+    # Prices first (with the greedy plans as upper bounds), then neighbourhood repair, then more
+    # price iterations against the repaired plan's (much better) objective for the bound.
+    x = greedy(m, m.cost.astype(np.float64), _order(m, x, m.cost.astype(np.float64)))
+    obj = m.objective(x)
+    lag.run(LAGRANGE_ITERATIONS, lambda: float(obj), primal)
+    note()
+    rc = lag.best_prices.reduced(m, lag.pools, lag.coef)
+    det = 0.0
+    k = 0
+
+    def gap() -> float:
+        return (obj - lag.bound(obj)) / max(1.0, obj - unplaceable)
+
+    tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
+    tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
+    # Each neighbourhood solve counts NEIGHBOURHOOD_WORK deterministic units against the budget.
+    seeds_phase = True
+    while det < det_budget and gap() > TARGET_GAP:
+        improved = False
+        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
+        for hood in hoods:
+            if det >= det_budget or gap() <= TARGET_GAP:
+                break
+            r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
+            det += NEIGHBOURHOOD_WORK
+            k += 1
+            if r.objective < obj:
+                x, obj = r.x, r.objective
+                improved = True
+                note()
+        if seeds_phase and (not improved or not hoods):
+            seeds_phase = False
+        elif not seeds_phase:
+            if not improved:
+                break
+            seeds_phase = True
+    if gap() > TARGET_GAP:
+        lag.theta = max(lag.theta, THETA0 / 4)
+        lag.run(BOUND_ITERATIONS, lambda: float(obj))
+        note()
+    bound = lag.bound(obj)
+    if gap() > TARGET_GAP and m.n_c <= LP_MAX_CANDIDATES:
+        # The LP relaxation (with the budget and spread rows) is often the stronger bound.
+        lp = mip(m, np.arange(m.n_w, dtype=np.int64), x, 0, relax=True)
+        if lp.bound is not None and lp.bound > bound:
+            bound = min(obj, lp.bound)
+            traj.append((time.perf_counter() - t0, obj, bound))
+            if progress is not None:
+                progress(obj, bound)
+    return ComponentResult(x, obj, bound, obj == bound, det, traj)
+
+
+def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.ndarray, tight_pools: np.ndarray,
+                    prices: Prices, seeds_phase: bool) -> list[np.ndarray]:
+    """Sets of workloads to re-optimise together, deterministic: first around the workloads with
+    unplaced replicas (with the workloads holding the offers and pools they would use), then around
+    the most contended offers and pools."""
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    counts = m.start[1:] - m.start[:-1]
+    short = np.flatnonzero((placed < m.replicas) & (counts > 0))
+    short = short[np.lexsort((short, -m.penalty[short]))]
+    holders_o: dict[int, list[int]] = defaultdict(list)
+    for c in np.flatnonzero(x).tolist():
+        holders_o[int(m.offer[c])].append(int(m.cw[c]))
+    pools_of = [m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist() for o in range(len(m.avail))]
+    holders_p: dict[int, set[int]] = defaultdict(set)
+    for o, ws in holders_o.items():
+        for p in pools_of[o]:
+            holders_p[p].update(ws)
+    out: list[np.ndarray] = []
+
+    def grow(seeds: list[int], offers: list[int]) -> np.ndarray:
+        chosen = dict.fromkeys(seeds)
+        pools_seen: set[int] = set()
+        for o in offers:
+            for w in holders_o.get(o, []):
+                chosen.setdefault(w)
+            pools_seen.update(pools_of[o])
+        extra: set[int] = set()
+        for p in sorted(pools_seen):
+            extra.update(holders_p.get(p, ()))
+        for w in sorted(extra, key=lambda w: (int(m.penalty[w]), w)):
+            if len(chosen) >= NEIGHBOURHOOD_WORKLOADS:
+                break
+            chosen.setdefault(w)
+        ws = list(chosen)[:NEIGHBOURHOOD_WORKLOADS]
+        return np.asarray(sorted(ws), np.int64)
+
+    for i in range(0, len(short), SEEDS_PER_NEIGHBOURHOOD):
+        seeds = short[i:i + SEEDS_PER_NEIGHBOURHOOD].tolist()
+        offers: list[int] = []
+        for w in seeds:
+            s, e = int(m.start[w]), int(m.start[w + 1])
+            best = s + np.argsort(rc[s:e], kind="stable")[:6]
+            offers.extend(int(m.offer[c]) for c in best)
+            offers.extend(int(m.offer[c]) for c in s + np.argsort(m.cost[s:e], kind="stable")[:6])
+        out.append(grow(seeds, sorted(set(offers))))
+    if seeds_phase:
+        return [h for h in out if len(h)]
+    out = []
+    for o in tight_offers[:20].tolist():
+        if prices.offer[o] <= 0:
+            break
+        out.append(grow([], [o]))
+    for p in tight_pools[:10].tolist():
+        if prices.pool[p] <= 0:
+            break
+        offers = [o for o in range(len(m.avail)) if p in pools_of[o]]
+        out.append(grow([], offers))
+    # Cost: the placed workloads paying most above their cheapest candidate, with the holders of those.
+    ne = np.flatnonzero(counts > 0)
+    if len(ne):
+        cheapest = np.zeros(m.n_w, np.int64)
+        cheapest[ne] = np.minimum.reduceat(m.cost, m.start[ne])
+        paid = np.bincount(m.cw, weights=m.cost * x, minlength=m.n_w)
+        regret = paid - placed * cheapest
+        worst = np.flatnonzero(regret > 0)
+        worst = worst[np.lexsort((worst, -regret[worst]))][:REGRET_BLOCKS * REGRET_SEEDS]
+        for i in range(0, len(worst), REGRET_SEEDS):
+            seeds = worst[i:i + REGRET_SEEDS].tolist()
+            offers = []
+            for w in seeds:
+                s, e = int(m.start[w]), int(m.start[w + 1])
+                offers.extend(int(m.offer[c]) for c in s + np.argsort(m.cost[s:e], kind="stable")[:3])
+            out.append(grow(seeds, sorted(set(offers))))
+    return [h for h in out if len(h)]
+
+
+# ==================================================================================================
+# Decomposition and the whole problem
+# ==================================================================================================
+
+
+def components(m: Model) -> list[np.ndarray]:
+    """Workloads linked by limited offers, pools and team rules; sorted lists of workload indices."""
+    n_w, n_o, n_p, n_t = m.n_w, len(m.avail), len(m.pool_limit), len(m.team_budget)
+    lim = (m.avail[m.offer] >= 0) | (m.pool_start[m.offer + 1] > m.pool_start[m.offer])
+    a = [m.cw[lim], m.offer[lim] + n_w]
+    b_o = np.repeat(np.arange(n_o, dtype=np.int64), m.pool_start[1:] - m.pool_start[:-1])
+    a2 = [b_o + n_w, m.pool_id + n_w + n_o]
+    has_t = m.team >= 0
+    a3 = [np.flatnonzero(has_t).astype(np.int64), m.team[has_t] + n_w + n_o + n_p]
+    u = np.concatenate([a[0], a2[0], a3[0]])
+    v = np.concatenate([a[1], a2[1], a3[1]])
+    n = n_w + n_o + n_p + n_t
+    label = np.arange(n, dtype=np.int64)
+    if len(u):
+        keys = np.unique(u * n + v)
+        u, v = keys // n, keys % n
+        while True:
+            lo = np.minimum(label[u], label[v])
+            new = label.copy()
+            np.minimum.at(new, u, lo)
+            np.minimum.at(new, v, lo)
+            while True:
+                jumped = new[new]
+                if np.array_equal(jumped, new):
+                    break
+                new = jumped
+            if np.array_equal(new, label):
+                break
+            label = new
+    wl = label[:n_w]
+    order = np.argsort(wl, kind="stable")
+    cuts = np.flatnonzero(np.diff(wl[order])) + 1
+    return [np.sort(g) for g in np.split(order, cuts)]
+
+
+@dataclass
+class Task:
+    kind: str  # "exact" or "large"
+    model: Model
+    det: float
+    seed: int
+    unplaceable: int
+
+
+def _run_task(task: Task) -> ComponentResult:
+    if task.kind == "exact":
+        return solve_exact(task.model, task.seed)
+    return solve_large(task.model, task.det, task.seed, task.unplaceable)
+
+
+@dataclass
+class ScaleResult:
+    x: np.ndarray
+    objective: int
+    bound: int
+    optimal: bool
+    det_time: float
+    components: int
+    trajectory: list[tuple[float, float, float]] = field(default_factory=list)  # (s, objective $/h, bound $/h)
+
+
+def solve_model(m: Model, det_budget: float, seed: int, workers: int,
+                trajectory: list[tuple[float, float, float]] | None = None) -> ScaleResult:
+    t0 = time.perf_counter()
+    traj = trajectory if trajectory is not None else []
+    counts = m.start[1:] - m.start[:-1]
+    no_cand = int((m.penalty * m.replicas)[counts == 0].sum())
+    # 0. The relaxation at cost: optimal wherever it keeps every constraint of its component.
+    rc0 = m.cost.astype(np.float64)
+    x0, _ = relaxed_solution(m, rc0)
+    comps = components(m)
+    x = np.zeros(m.n_c, np.int64)
+    obj_of: dict[int, int] = {}
+    bound_of: dict[int, int] = {}
+    optimal = True
+    exact: list[int] = []
+    large: list[int] = []
+    subs: dict[int, Model] = {}
+    for i, ws in enumerate(comps):
+        sub = restrict(m, ws)
+        xs = x0[sub.cand_ids]
+        if not check(sub, xs):
+            x[sub.cand_ids] = xs
+            obj_of[i] = bound_of[i] = sub.objective(xs)
+            continue
+        subs[i] = sub
+        (exact if sub.n_c <= EXACT_MAX_CANDIDATES else large).append(i)
+    # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
+    for i in exact + large:
+        sub = subs[i]
+        xs = greedy(sub, sub.cost.astype(np.float64), _order(sub, x0[sub.cand_ids], rc0[sub.cand_ids]))
+        x[sub.cand_ids] = xs
+        obj_of[i] = sub.objective(xs)
+        _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
+        bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
+
+    def record() -> None:
+        traj.append((time.perf_counter() - t0, sum(obj_of.values()) / MONEY_SCALE,
+                     sum(bound_of.values()) / MONEY_SCALE))
+
+    record()
+    # 2. Tasks: small components batched into exact models, large ones one by one.
+    tasks: list[tuple[list[int], Task]] = []
+    batch: list[int] = []
+    size = 0
+    total_c = max(1, sum(subs[i].n_c for i in large) + sum(subs[i].n_c for i in exact))
+
+    def flush() -> None:
+        nonlocal batch, size
+        if batch:
+            ws = np.sort(np.concatenate([comps[i] for i in batch]))
+            tasks.append((batch, Task("exact", restrict(m, ws), 0.0, seed, 0)))
+        batch, size = [], 0
+
+    for i in exact:
+        if size + subs[i].n_c > EXACT_BATCH_CANDIDATES:
+            flush()
+        batch.append(i)
+        size += subs[i].n_c
+    flush()
+    for i in large:
+        sub = subs[i]
+        share = max(1.0, det_budget * sub.n_c / total_c)
+        un = int((sub.penalty * sub.replicas)[(sub.start[1:] - sub.start[:-1]) == 0].sum())
+        tasks.append(([i], Task("large", sub, share, seed, un)))
+    det = 0.0
+
+    def merge(ids: list[int], task: Task, r: ComponentResult) -> None:
+        nonlocal det, optimal
+        x[task.model.cand_ids] = r.x
+        det += r.det_time
+        optimal = optimal and r.optimal
+        if len(ids) == 1:
+            obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
+            return
+        for i in ids:
+            obj_of.pop(i, None)
+            bound_of.pop(i, None)
+        obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
+
+    def run_here(ids: list[int], task: Task) -> ComponentResult:
+        if task.kind != "large":
+            return _run_task(task)
+        key = ids[0]
+
+        def progress(o: int, b: int) -> None:
+            obj_of[key], bound_of[key] = o, b
+            record()
+
+        return solve_large(task.model, task.det, task.seed, task.unplaceable, progress)
+
+    if workers > 1 and len(tasks) > 1:
+        # The largest task runs here (reporting progress), the others in workers - 1 fresh processes.
+        # Each task is deterministic, and results are merged in task order: the plan does not depend
+        # on the number of processes.
+        main = max(range(len(tasks)), key=lambda i: (tasks[i][1].model.n_c, -i))
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx) as pool:
+            futures = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
+            results = {main: run_here(*tasks[main])}
+            for i, fut in futures.items():
+                results[i] = fut.result()
+        for i, (ids, task) in enumerate(tasks):
+            merge(ids, task, results[i])
+        record()
+    else:
+        for ids, task in tasks:
+            merge(ids, task, run_here(ids, task))
+            record()
+    obj = m.objective(x)
+    bound = min(obj, sum(bound_of.values()))
+    del no_cand
+    return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
+
+
+# ==================================================================================================
+# Plan
+# ==================================================================================================
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return round(value + 0.0, digits)
+
+
+def plan_large(scenario: Scenario, options: PlanOptions,
+               trajectory: list[tuple[float, float, float]] | None = None) -> Plan:
+    from placement.planner import _unplaced_summary, compute_totals, plan_inputs, with_digest
+
+    started = time.perf_counter()
+    inv = scenario.inventory.inventory
+    pol = scenario.policies.policies
+    workloads = scenario.workloads.workloads
+    # options.hint (where work runs now) is a suggestion for CP-SAT; this planner starts from its own plans.
+    ca = candidate_arrays(workloads, inv, pol)
+    m, penalty_unit = build_model(workloads, inv, pol, ca)
+    settings = pol.solver
+    det_budget = options.max_deterministic_time or settings.max_deterministic_time
+    seed = settings.seed if options.seed is None else options.seed
+    workers = options.workers or settings.workers
+    res = solve_model(m, det_budget, seed, workers, trajectory)
+    problems = check(m, res.x)
+    if problems:  # never return a plan that breaks a hard constraint
+        raise PlacementError(f"internal error in the large-instance planner: {', '.join(problems)}")
+
+    offers = inv.offers
+    obj = ca.objective_hourly_usd
+    hourly = ca.hourly_usd
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for c in np.flatnonzero(res.x).tolist():
+        chosen[int(ca.workload[c])].append((c, int(res.x[c])))
+    team_spend: dict[str, float] = defaultdict(float)
+    for wi, items in chosen.items():
+        for c, n in items:
+            team_spend[workloads[wi].team] += float(hourly[c]) * n
+    egress_table = region_egress_table(inv)
+    dummy = SolveResult({}, "", 0.0, 0.0, 0.0, 0.0, 0.0, 0, penalty_unit)
+    for wi, w in enumerate(workloads):
+        s, e = int(ca.start[wi]), int(ca.start[wi + 1])
+        replica = 0
+        items = sorted(chosen.get(wi, []), key=lambda cn: offers[int(ca.offer[cn[0]])].id)
+        if items:
+            objs = obj[s:e]
+            best = s + int(np.argmin(objs))
+            cheapest_id = offers[int(ca.offer[best])].id
+            cheapest_hourly = float(hourly[best])
+        for c, n in items:
+            offer = offers[int(ca.offer[c])]
+            cand = _candidate(ca, c, w, offer, inv, pol)
+            rank = 1 + int((objs < float(obj[c]) - 1e-9).sum())
+            reasons = [*cand.rules,
+                       f"cost: ${cand.hourly_usd:,.2f}/h per replica, rank {rank} of {e - s} fitting offers"]
+            if rank > 1:
+                reasons.append(f"cheaper: {cheapest_id} at ${cheapest_hourly:,.2f}/h was full, "
+                               "taken by other work, or ruled out by a budget or spread rule")
+            for _ in range(n):
+                placements.append(Placement(
+                    workload=w.name, replica=replica, team=w.team, offer_id=offer.id, provider=offer.provider,
+                    provider_kind=offer.provider_kind, region=offer.region, zone=offer.zone,
+                    country=offer.country, jurisdiction=offer.jurisdiction, instance_type=offer.instance_type,
+                    capacity_type=offer.capacity_type, gpu_model=offer.gpu_model,
+                    gpus_per_node=offer.gpu_count, nodes=cand.nodes,
+                    hourly_usd=_r(cand.instance_hourly_usd), egress_hourly_usd=_r(cand.egress_hourly_usd),
+                    carbon_kg_per_hour=None if cand.carbon_kg_per_hour is None else _r(cand.carbon_kg_per_hour),
+                    latency_ms=cand.latency_ms, reasons=tuple(reasons),
+                ))
+                replica += 1
+        if replica < w.replicas:
+            wc: WorkloadCandidates = candidates_for(w, inv, pol, egress_table)
+            summary, counts = _unplaced_summary(wc, dummy, inv, pol, replica, team_spend[w.team])
+            unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
+                                     summary=summary, reasons=counts))
+    totals = compute_totals(placements, unplaced)
+    objective = res.objective / MONEY_SCALE
+    bound = res.bound / MONEY_SCALE
+    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective), 1e-9)
+    stats = SolverStats(
+        method="scale",
+        status="OPTIMAL" if res.optimal else "FEASIBLE",
+        objective=_r(objective),
+        best_bound=_r(bound),
+        gap=_r(gap, 6),
+        deterministic_time=_r(res.det_time, 3),
+        variables=m.n_w + m.n_c,
+        candidates_total=len(workloads) * len(offers),
+        candidates_kept=len(ca),
+        wall_time_s=_r(time.perf_counter() - started, 3) if options.record_wall_time else None,
+    )
+    inputs = plan_inputs(scenario)
+    if options.extra_inputs:
+        inputs.update(options.extra_inputs)
+    plan = Plan(inputs=inputs, placements=tuple(placements), unplaced=tuple(unplaced), totals=totals, solver=stats,
+                idle_owned=idle_owned(inv, placements))
+    return with_digest(plan)
+
+
+def _candidate(ca: CandidateArrays, c: int, w: Workload, offer: Any, inv: Inventory, pol: PolicySet) -> Candidate:
+    lat = {u.name: round(latency_ms(inv, u.name, u.location, offer), 1) for u in w.users}
+    carbon = float(ca.carbon_kg_per_hour[c])
+    return Candidate(
+        offer_index=int(ca.offer[c]), gpus_needed=int(ca.gpus_needed[c]), nodes=int(ca.nodes[c]),
+        instance_hourly_usd=float(ca.instance_hourly_usd[c]), egress_hourly_usd=float(ca.egress_hourly_usd[c]),
+        carbon_kg_per_hour=None if math.isnan(carbon) else carbon,
+        preference_hourly_usd=float(ca.preference_hourly_usd[c]), latency_ms=lat,
+        rules=_admitting_rules(w, offer, pol),
+    )

@@ -1,0 +1,224 @@
+"""The large-instance planner (placement.scale): same candidates, feasible plans, honest bounds."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from placement import scale
+from placement.candidates import candidates_for, region_egress_table
+from placement.fastfilter import candidate_arrays
+from placement.inputs import LoadedInventory, LoadedPolicies, LoadedWorkloads
+from placement.models import Inventory, PolicySet, Workload
+from placement.planner import PlanOptions, build_candidates, make_plan, plan_to_json
+from placement.scenario import Scenario, load_scenario
+from placement.solver import SolveOptions, solve
+from placement.verify import verify_plan
+
+METROS = [
+    ("US", "US", 38.9, -77.4), ("US", "US", 37.4, -122.1), ("DE", "EU", 50.1, 8.7), ("NL", "EU", 52.4, 4.9),
+    ("FR", "EU", 48.9, 2.35), ("JP", "JP", 35.7, 139.7), ("SG", "SG", 1.35, 103.8), ("GB", "UK", 51.5, -0.1),
+]
+MODELS = [("H100", 80.0, 3.0), ("A100", 80.0, 1.8), ("L4", 24.0, 0.7), ("L40S", 48.0, 1.1)]
+PROVIDERS = [("aws", "hyperscaler"), ("gcp", "hyperscaler"), ("lambda", "specialist"), ("corp", "on-prem")]
+
+
+def generate(seed: int, n_workloads: int, n_offers: int, variant: str) -> Scenario:
+    """A seeded synthetic scenario. Variants: loose, tight, residency, infeasible, budgets, spot, spread."""
+    rng = random.Random(seed)
+    tight = variant != "loose"
+    offers: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
+    for i in range(n_offers):
+        prov, kind = PROVIDERS[i % len(PROVIDERS)]
+        country, jur, lat, lon = METROS[rng.randrange(len(METROS))]
+        model, mem, price = MODELS[rng.randrange(len(MODELS))]
+        count = rng.choice([1, 1, 2, 4, 8])
+        cap = "owned" if prov == "corp" else rng.choice(["on-demand", "on-demand", "spot"])
+        region = f"r{lat:.0f}_{lon:.0f}".replace("-", "m").replace(".", "_")
+        offer: dict[str, Any] = dict(
+            id=f"{prov}/{region}/t{i}/{cap}", provider=prov, provider_kind=kind, region=region, country=country,
+            jurisdiction=jur, instance_type=f"t{i}", gpu_model=model, gpu_count=count, gpu_memory_gib=mem,
+            vcpus=8 * count, memory_gib=64.0 * count, capacity_type=cap,
+            hourly_usd=round(price * count * rng.uniform(0.6, 1.4) * (0.4 if cap == "spot" else 1.0), 3),
+            location={"lat": lat, "lon": lon}, carbon_g_per_kwh=rng.choice([None, 50.0, 300.0]),
+            egress_usd_per_gb=0.05,
+        )
+        if tight or rng.random() < 0.3:
+            offer["available"] = rng.randint(0, 4)
+        if prov == "corp":
+            offer["pools"] = [f"corp/{model}"]
+        offers.append(offer)
+    for model, _, _ in MODELS:
+        if any(o.get("pools") == [f"corp/{model}"] for o in offers):
+            pools.append({"id": f"corp/{model}", "limit": rng.randint(4, 24) if tight else 200, "unit": "gpus"})
+    inventory = Inventory.model_validate({
+        "snapshot": {"name": "test", "taken_on": "2026-11-20", "prices": "synthetic"},
+        "offers": offers, "pools": pools,
+    })
+    teams = [f"team{t}" for t in range(4)]
+    workloads: list[Workload] = []
+    for i in range(n_workloads):
+        n_models = rng.randint(1, 3)
+        models = rng.sample([m for m, _, _ in MODELS], n_models)
+        replicas = rng.choice([1, 1, 2, 3])
+        batch = rng.random() < 0.25
+        w: dict[str, Any] = {
+            "name": f"w{i:04d}", "team": teams[i % len(teams)], "kind": "batch" if batch else "service",
+            "replicas": replicas, "gpu": {"models": models, "count": rng.choice([1, 1, 2, 4, 8] if batch else [1, 1, 2])},
+            "interruptible": rng.random() < 0.4, "priority": rng.choice([10, 50, 100, 100, 500]),
+        }
+        if replicas > 1 and rng.random() < 0.4:
+            w["min_replicas"] = rng.randint(1, replicas)
+        if variant in ("residency", "infeasible") and rng.random() < 0.6:
+            w["residency"] = {"jurisdictions": [rng.choice(["US", "EU", "JP"])]}
+        if variant == "infeasible" and rng.random() < 0.15:
+            w["gpu"]["min_memory_gib"] = 500
+        if variant == "residency" and rng.random() < 0.2 and not batch:
+            _, _, lat, lon = METROS[rng.randrange(len(METROS))]
+            w["users"] = [{"name": f"u{lat:.0f}", "location": {"lat": lat, "lon": lon}, "max_latency_ms": 40}]
+        if variant == "budgets" and rng.random() < 0.5:
+            w["budget_hourly_usd"] = round(rng.uniform(1.0, 12.0) * replicas, 2)
+        if variant == "spread" and replicas > 1 and rng.random() < 0.5:
+            w["spread"] = {"min_regions": 2}
+        if rng.random() < 0.2:
+            w["dataset"] = {"provider": "aws", "region": offers[0]["region"], "size_gb": rng.choice([100, 2000])}
+        workloads.append(Workload.model_validate(w))
+    team_rules: dict[str, Any] = {}
+    if variant == "budgets":
+        team_rules = {"team0": {"budget_hourly_usd": 20.0}, "team1": {"budget_monthly_usd": 30000.0}}
+    if variant == "spot":
+        team_rules = {t: {"max_interruptible_share": 0.3} for t in teams[:3]}
+    policies = PolicySet.model_validate({
+        "teams": team_rules,
+        "preferences": {"carbon_usd_per_tonne": 80.0, "owned_bonus_usd_per_gpu_hour": 0.2},
+    })
+    tag = "sha256:" + "0" * 64
+    return Scenario(
+        workloads=LoadedWorkloads(tuple(workloads), (), tag, (), {}),
+        inventory=LoadedInventory(inventory, (), tag),
+        policies=LoadedPolicies(policies, (), tag, ()),
+        policy_dir=None, inventory_path="test", policy_path=None,
+    )
+
+
+VARIANTS = ["loose", "tight", "residency", "infeasible", "budgets", "spot", "spread"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_vectorised_filter_matches_the_scalar_filter(variant: str) -> None:
+    s = generate(11, 120, 60, variant)
+    inv, pol = s.inventory.inventory, s.policies.policies
+    egress = region_egress_table(inv)
+    scalar = [candidates_for(w, inv, pol, egress) for w in s.workloads.workloads]
+    ca = candidate_arrays(s.workloads.workloads, inv, pol)
+    expected = [(wi, c.offer_index, c.gpus_needed, c.nodes, c.instance_hourly_usd, c.egress_hourly_usd,
+                 c.carbon_kg_per_hour, c.preference_hourly_usd)
+                for wi, wc in enumerate(scalar) for c in wc.candidates]
+    got = [(int(ca.workload[i]), int(ca.offer[i]), int(ca.gpus_needed[i]), int(ca.nodes[i]),
+            float(ca.instance_hourly_usd[i]), float(ca.egress_hourly_usd[i]),
+            None if np.isnan(ca.carbon_kg_per_hour[i]) else float(ca.carbon_kg_per_hour[i]),
+            float(ca.preference_hourly_usd[i]))
+           for i in range(len(ca))]
+    assert got == expected  # same pairs, same order, bit-identical numbers
+    assert len(got) > 0
+
+
+def _scale_plan(s: Scenario, **kw: Any) -> Any:
+    return make_plan(s, PlanOptions(method="scale", max_deterministic_time=kw.pop("det", 4.0), **kw))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scale_plans_are_feasible_with_a_valid_bound(variant: str) -> None:
+    s = generate(5, 60, 30, variant)
+    plan = _scale_plan(s)
+    assert verify_plan(plan, s) == []
+    st = plan.solver
+    assert st.best_bound <= st.objective + 1e-6
+    assert st.gap == pytest.approx((st.objective - st.best_bound) / st.objective, abs=1e-5) or st.gap == 0.0
+    # the exact CP-SAT optimum of the same model is never below the reported bound
+    problems = build_candidates(s)
+    exact = solve(problems, s.inventory.inventory, s.policies.policies,
+                  SolveOptions(max_deterministic_time=20.0, workers=2))
+    assert exact.best_bound_usd <= exact.objective_usd + 1e-6
+    assert st.best_bound <= exact.objective_usd + 1e-3
+    if exact.status == "OPTIMAL":
+        assert st.objective >= exact.objective_usd - 1e-3
+
+
+@pytest.mark.parametrize("variant", ["tight", "spot", "budgets"])
+def test_large_component_path_is_feasible_and_bounded(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # force the Lagrangian + neighbourhood path on a component of moderate size
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
+    s = generate(23, 120, 40, variant)
+    plan = _scale_plan(s, det=0.5)
+    assert verify_plan(plan, s) == []
+    assert plan.solver.best_bound <= plan.solver.objective + 1e-6
+    problems = build_candidates(s)
+    exact = solve(problems, s.inventory.inventory, s.policies.policies,
+                  SolveOptions(max_deterministic_time=5.0, workers=2))
+    assert plan.solver.best_bound <= exact.objective_usd + 1e-3
+
+
+def test_relaxation_bound_is_below_any_feasible_plan() -> None:
+    s = generate(3, 150, 50, "tight")
+    w, inv, pol = s.workloads.workloads, s.inventory.inventory, s.policies.policies
+    m, _ = scale.build_model(w, inv, pol, candidate_arrays(w, inv, pol))
+    lag = scale.Lagrange(m)
+    rc = m.cost.astype(np.float64)
+    x = scale.greedy(m, rc, scale._order(m, np.zeros(m.n_c, np.int64), rc))
+    assert scale.check(m, x) == []
+    lag.run(30, lambda: float(m.objective(x)))
+    assert lag.bound(m.objective(x)) <= m.objective(x)
+
+
+def test_same_inputs_same_plan_and_workers_do_not_matter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 200)
+    monkeypatch.setattr(scale, "EXACT_BATCH_CANDIDATES", 400)
+    s = generate(8, 150, 60, "residency")
+    one = plan_to_json(_scale_plan(s, workers=1, det=2.0))
+    again = plan_to_json(_scale_plan(s, workers=1, det=2.0))
+    two = plan_to_json(_scale_plan(s, workers=2, det=2.0))
+    assert one == again == two
+
+
+def test_auto_uses_exact_path_for_small_and_scale_for_large() -> None:
+    small = generate(1, 20, 10, "loose")
+    assert not scale.use_scale(small)
+    assert make_plan(small).solver.method == "cp-sat"
+    big = generate(1, scale.SCALE_MIN_WORKLOADS, 10, "loose")
+    assert scale.use_scale(big)
+
+
+def test_unplaced_workloads_are_explained_like_the_exact_path() -> None:
+    s = generate(4, 60, 30, "infeasible")
+    fast = _scale_plan(s)
+    exact = make_plan(s, PlanOptions(method="exact", max_deterministic_time=5.0))
+    no_fit = {u.workload: u for u in exact.unplaced if "fit on their own" not in u.summary}
+    for u in fast.unplaced:
+        if u.workload in no_fit:
+            assert u.summary == no_fit[u.workload].summary
+            assert u.reasons == no_fit[u.workload].reasons
+
+
+def test_cli_method_scale_on_a_scenario(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "plan.json"
+    run = subprocess.run([sys.executable, "-m", "placement.cli", "plan", "scenarios/eu-bank", "--method", "scale",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(out.read_text())
+    assert plan["solver"]["method"] == "scale" and plan["solver"]["best_bound"] <= plan["solver"]["objective"]
+    assert "solver scale:" in run.stdout and "gap" in run.stdout
+    exact = make_plan(load_scenario(Path("scenarios/eu-bank")))
+    assert plan["solver"]["objective"] >= exact.solver.objective - 1e-6  # never better than the proven optimum
+    bad = subprocess.run([sys.executable, "-m", "placement.cli", "plan", "scenarios/eu-bank", "--method", "fast"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "--method must be" in bad.stderr
