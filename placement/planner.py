@@ -23,12 +23,14 @@ from placement.inputs import bundled_inventory_path, canonical_json, digest_of
 from placement.models import (
     InputDigest,
     Inventory,
+    Offer,
     Placement,
     Plan,
     PolicySet,
     SolverStats,
     Totals,
     Unplaced,
+    Workload,
 )
 from placement.scenario import Scenario
 from placement.solver import MoveRules, SolveOptions, SolveResult, solve
@@ -114,21 +116,30 @@ def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
     return assemble_plan(scenario, problems, result, options)
 
 
-def _placement_reasons(cand: Candidate, ranked: list[Candidate], inv: Inventory) -> tuple[str, ...]:
-    rank = 1 + sum(1 for c in ranked if c.objective_hourly_usd < cand.objective_hourly_usd - 1e-9)
-    reasons = list(cand.rules)
-    reasons.append(f"cost: ${cand.hourly_usd:,.2f}/h per replica, rank {rank} of {len(ranked)} fitting offers")
+def placement_reasons(cand: Candidate, rank: int, fitting: int, cheapest_id: str, cheapest_hourly: float) -> tuple[str, ...]:
+    """Why a replica landed on ``cand``: the rules that admitted it, its cost rank, the cheaper option it lost."""
+    reasons = [*cand.rules, f"cost: ${cand.hourly_usd:,.2f}/h per replica, rank {rank} of {fitting} fitting offers"]
     if rank > 1:
-        cheapest = ranked[0]
-        reasons.append(
-            f"cheaper: {inv.offers[cheapest.offer_index].id} at ${cheapest.hourly_usd:,.2f}/h was full, "
-            "taken by other work, or ruled out by a budget or spread rule"
-        )
+        reasons.append(f"cheaper: {cheapest_id} at ${cheapest_hourly:,.2f}/h was full, "
+                       "taken by other work, or ruled out by a budget or spread rule")
     return tuple(reasons)
 
 
-def _unplaced_summary(
-    wc: WorkloadCandidates, result: SolveResult, inv: Inventory, pol: PolicySet, placed: int, team_spend: float
+def new_placement(w: Workload, offer: Offer, cand: Candidate, replica: int, reasons: tuple[str, ...]) -> Placement:
+    return Placement(
+        workload=w.name, replica=replica, team=w.team, offer_id=offer.id, provider=offer.provider,
+        provider_kind=offer.provider_kind, region=offer.region, zone=offer.zone,
+        country=offer.country, jurisdiction=offer.jurisdiction, instance_type=offer.instance_type,
+        capacity_type=offer.capacity_type, gpu_model=offer.gpu_model,
+        gpus_per_node=offer.gpu_count, nodes=cand.nodes,
+        hourly_usd=_r(cand.instance_hourly_usd), egress_hourly_usd=_r(cand.egress_hourly_usd),
+        carbon_kg_per_hour=None if cand.carbon_kg_per_hour is None else _r(cand.carbon_kg_per_hour),
+        latency_ms=cand.latency_ms, reasons=reasons,
+    )
+
+
+def unplaced_summary(
+    wc: WorkloadCandidates, inv: Inventory, pol: PolicySet, placed: int, team_spend: float
 ) -> tuple[str, dict[str, int]]:
     counts = dict(wc.rejected)
     if not wc.candidates:
@@ -174,23 +185,15 @@ def assemble_plan(
         chosen = sorted(result.assignment[w.name], key=lambda cn: inv.offers[cn[0].offer_index].id)
         for cand, n in chosen:
             offer = inv.offers[cand.offer_index]
-            reasons = _placement_reasons(cand, ranked, inv)
+            rank = 1 + sum(1 for c in ranked if c.objective_hourly_usd < cand.objective_hourly_usd - 1e-9)
+            cheapest = ranked[0]
+            reasons = placement_reasons(cand, rank, len(ranked), inv.offers[cheapest.offer_index].id,
+                                        cheapest.hourly_usd)
             for _ in range(n):
-                placements.append(
-                    Placement(
-                        workload=w.name, replica=replica, team=w.team, offer_id=offer.id, provider=offer.provider,
-                        provider_kind=offer.provider_kind, region=offer.region, zone=offer.zone,
-                        country=offer.country, jurisdiction=offer.jurisdiction, instance_type=offer.instance_type,
-                        capacity_type=offer.capacity_type, gpu_model=offer.gpu_model,
-                        gpus_per_node=offer.gpu_count, nodes=cand.nodes,
-                        hourly_usd=_r(cand.instance_hourly_usd), egress_hourly_usd=_r(cand.egress_hourly_usd),
-                        carbon_kg_per_hour=None if cand.carbon_kg_per_hour is None else _r(cand.carbon_kg_per_hour),
-                        latency_ms=cand.latency_ms, reasons=reasons,
-                    )
-                )
+                placements.append(new_placement(w, offer, cand, replica, reasons))
                 replica += 1
         if replica < w.replicas:
-            summary, counts = _unplaced_summary(wc, result, inv, pol, replica, team_spend[w.team])
+            summary, counts = unplaced_summary(wc, inv, pol, replica, team_spend[w.team])
             unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
                                      summary=summary, reasons=counts))
     totals = compute_totals(placements, unplaced)

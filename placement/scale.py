@@ -71,7 +71,7 @@ from placement.errors import PlacementError
 from placement.fastfilter import CandidateArrays, candidate_arrays
 from placement.idle import idle_owned
 from placement.models import Inventory, Placement, Plan, PolicySet, SolverStats, Unplaced, Workload
-from placement.solver import MONEY_SCALE, SHARE_SCALE, SolveResult
+from placement.solver import MONEY_SCALE, SHARE_SCALE
 
 if TYPE_CHECKING:
     from placement.planner import PlanOptions
@@ -1275,13 +1275,17 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
 # ==================================================================================================
 
 
-def _r(value: float, digits: int = 4) -> float:
-    return round(value + 0.0, digits)
-
-
 def plan_large(scenario: Scenario, options: PlanOptions,
                trajectory: list[tuple[float, float, float]] | None = None) -> Plan:
-    from placement.planner import _unplaced_summary, compute_totals, plan_inputs, with_digest
+    from placement.planner import (
+        _r,
+        compute_totals,
+        new_placement,
+        placement_reasons,
+        plan_inputs,
+        unplaced_summary,
+        with_digest,
+    )
 
     started = time.perf_counter()
     inv = scenario.inventory.inventory
@@ -1289,7 +1293,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     workloads = scenario.workloads.workloads
     # options.hint (where work runs now) is a suggestion for CP-SAT; this planner starts from its own plans.
     ca = candidate_arrays(workloads, inv, pol)
-    m, penalty_unit = build_model(workloads, inv, pol, ca)
+    m, _penalty_unit = build_model(workloads, inv, pol, ca)
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
     seed = settings.seed if options.seed is None else options.seed
@@ -1312,7 +1316,6 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         for c, n in items:
             team_spend[workloads[wi].team] += float(hourly[c]) * n
     egress_table = region_egress_table(inv)
-    dummy = SolveResult({}, "", 0.0, 0.0, 0.0, 0.0, 0.0, 0, penalty_unit)
     for wi, w in enumerate(workloads):
         s, e = int(ca.start[wi]), int(ca.start[wi + 1])
         replica = 0
@@ -1326,26 +1329,13 @@ def plan_large(scenario: Scenario, options: PlanOptions,
             offer = offers[int(ca.offer[c])]
             cand = _candidate(ca, c, w, offer, inv, pol)
             rank = 1 + int((objs < float(obj[c]) - 1e-9).sum())
-            reasons = [*cand.rules,
-                       f"cost: ${cand.hourly_usd:,.2f}/h per replica, rank {rank} of {e - s} fitting offers"]
-            if rank > 1:
-                reasons.append(f"cheaper: {cheapest_id} at ${cheapest_hourly:,.2f}/h was full, "
-                               "taken by other work, or ruled out by a budget or spread rule")
+            reasons = placement_reasons(cand, rank, e - s, cheapest_id, cheapest_hourly)
             for _ in range(n):
-                placements.append(Placement(
-                    workload=w.name, replica=replica, team=w.team, offer_id=offer.id, provider=offer.provider,
-                    provider_kind=offer.provider_kind, region=offer.region, zone=offer.zone,
-                    country=offer.country, jurisdiction=offer.jurisdiction, instance_type=offer.instance_type,
-                    capacity_type=offer.capacity_type, gpu_model=offer.gpu_model,
-                    gpus_per_node=offer.gpu_count, nodes=cand.nodes,
-                    hourly_usd=_r(cand.instance_hourly_usd), egress_hourly_usd=_r(cand.egress_hourly_usd),
-                    carbon_kg_per_hour=None if cand.carbon_kg_per_hour is None else _r(cand.carbon_kg_per_hour),
-                    latency_ms=cand.latency_ms, reasons=tuple(reasons),
-                ))
+                placements.append(new_placement(w, offer, cand, replica, reasons))
                 replica += 1
         if replica < w.replicas:
             wc: WorkloadCandidates = candidates_for(w, inv, pol, egress_table)
-            summary, counts = _unplaced_summary(wc, dummy, inv, pol, replica, team_spend[w.team])
+            summary, counts = unplaced_summary(wc, inv, pol, replica, team_spend[w.team])
             unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
                                      summary=summary, reasons=counts))
     totals = compute_totals(placements, unplaced)
