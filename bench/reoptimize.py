@@ -30,14 +30,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.instances import build, scenario_of
-from placement.diff import EMPTY_STATE, CurrentReplica, StateView, attach_state
+from placement.diff import EMPTY_STATE, CurrentReplica, StateView, attach_state, hint_from_state
 from placement.models import Plan
 from placement.planner import (
     PlanOptions,
     build_candidates,
     make_plan,
 )
-from placement.reoptimize import ReoptimizeOptions, move_rules, reoptimize
+from placement.reoptimize import (
+    ReoptimizeOptions,
+    move_rules,
+    reoptimize,
+    running_offers,
+    running_workloads,
+    workload_cost,
+)
 
 CASES = ((0.01, 1.0), (0.10, 5.0))  # (share of offers repriced, move limit in % of running workloads)
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -129,23 +136,13 @@ def run(name: str, time_limit: float, seeds: int) -> list[dict[str, Any]]:
 def _best_k(scenario: Any, state: StateView, k: int | None, time_limit: float) -> float:
     """Sum of the k largest per-workload savings of the unconstrained re-plan: about the most any plan
     moving k workloads can save (moves interact through capacity, so this is a guide, not a bound)."""
-    from dataclasses import replace
-
-    index = {o.id: i for i, o in enumerate(scenario.inventory.inventory.offers)}
-    running_at: dict[str, set[int]] = defaultdict(set)
-    for r in state.replicas:
-        if r.offer_id in index:
-            running_at[r.workload].add(index[r.offer_id])
-    problems = build_candidates(scenario, running_at)  # as reoptimize builds them
-    rules, running, *_ = move_rules(scenario, problems, state, NOW, constrained=False)
-    hint: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in state.replicas:
-        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
-    ideal = make_plan(scenario, replace(PlanOptions(method="exact", max_deterministic_time=time_limit,
-                                                    hint=dict(hint)), moves=rules))
-    cost: dict[str, float] = defaultdict(float)
-    for p in ideal.placements:
-        cost[p.workload] += p.total_hourly_usd
+    inv = scenario.inventory.inventory
+    problems = build_candidates(scenario, running_offers(inv, state))  # as reoptimize builds them
+    running = running_workloads(problems, inv, state)
+    rules, *_ = move_rules(scenario, problems, running, NOW, constrained=False)
+    ideal = make_plan(scenario, PlanOptions(method="exact", max_deterministic_time=time_limit,
+                                            hint=hint_from_state(state), moves=rules))
+    cost = workload_cost(ideal)
     savings = sorted((run.hourly_usd - cost[name] for name, run in running.items()
                       if set(run.by_offer) != {p.offer_id for p in ideal.placements if p.workload == name}),
                      reverse=True)

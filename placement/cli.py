@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from placement.cli_policy import explain_command, policy_app, price_policies_command, relax_command
-from placement.diff import EMPTY_STATE, StateView, attach_state, view_from_snapshot
+from placement.diff import EMPTY_STATE, StateView, attach_state, hint_from_state, view_from_snapshot
 from placement.errors import InputError, PlacementError
 from placement.idle import with_idle
 from placement.models import Inventory, Plan, PolicySet, WorkloadSet
@@ -156,7 +156,7 @@ def plan(
     loaded = load_scenario(scenario, workloads, inventory, policies)
     current = read_state_view(state)
     base = make_plan(loaded, PlanOptions(max_deterministic_time=time_limit, workers=workers,
-                                         record_wall_time=record_wall_time, hint=_hint(current), method=method))
+                                         record_wall_time=record_wall_time, hint=hint_from_state(current), method=method))
     result = with_idle(attach_state(base, current), loaded.inventory.inventory)
     text = plan_to_json(result)
     if out is not None:
@@ -198,13 +198,6 @@ def _refresh_live(providers: Path | None, out_dir: Path) -> Path:
     for name, err in sorted({**report.stale, **report.missing}.items()):
         console.print(f"warning: {name}: refresh failed ({err})", markup=False)
     return report.path
-
-
-def _hint(view: StateView) -> dict[str, dict[str, int]]:
-    hint: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in view.replicas:
-        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
-    return dict(hint)
 
 
 def state_location(state: str | None) -> str:

@@ -47,6 +47,14 @@ def view_from_snapshot(snap: StateSnapshot) -> StateView:
     return StateView(serial=snap.serial, lineage=snap.lineage, replicas=tuple(replicas))
 
 
+def hint_from_state(view: StateView) -> dict[str, dict[str, int]]:
+    """Where the state's replicas run, as a solver hint: workload -> {offer id: replicas}."""
+    hint: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in view.replicas:
+        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
+    return dict(hint)
+
+
 def state_input(state: StateView) -> InputDigest:
     from placement.inputs import digest_of
 

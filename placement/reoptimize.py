@@ -27,13 +27,22 @@ import datetime as dt
 import fnmatch
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from placement.candidates import WorkloadCandidates
 from placement.cron import window_open
-from placement.diff import StateView, attach_state
+from placement.diff import StateView, attach_state, hint_from_state
 from placement.idle import with_idle
-from placement.models import Action, Inventory, Offer, Plan, Reoptimization, ReoptimizationPolicy, Workload
+from placement.models import (
+    Action,
+    Inventory,
+    Offer,
+    Placement,
+    Plan,
+    Reoptimization,
+    ReoptimizationPolicy,
+    Workload,
+)
 from placement.planner import PlanOptions, build_candidates, make_plan, with_digest
 from placement.scenario import Scenario
 from placement.solver import MoveRules, WorkloadMoves
@@ -83,7 +92,18 @@ def do_not_move(w: Workload, pol: ReoptimizationPolicy) -> bool:
     return w.migration.do_not_move or any(fnmatch.fnmatchcase(w.name, pat) for pat in pol.do_not_move)
 
 
-def _running(problems: list[WorkloadCandidates], inv: Inventory, state: StateView) -> dict[str, _Running]:
+def running_offers(inv: Inventory, state: StateView) -> dict[str, set[int]]:
+    """Workload -> indexes of the offers its replicas run on now (offers still in the inventory)."""
+    index = {o.id: i for i, o in enumerate(inv.offers)}
+    out: dict[str, set[int]] = defaultdict(set)
+    for r in state.replicas:
+        if r.offer_id in index:
+            out[r.workload].add(index[r.offer_id])
+    return dict(out)
+
+
+def running_workloads(problems: list[WorkloadCandidates], inv: Inventory, state: StateView) -> dict[str, _Running]:
+    """Every running workload, priced at today's prices where it runs."""
     offers = {o.id: o for o in inv.offers}
     max_egress = max((o.egress_usd_per_gb for o in inv.offers), default=0.0)
     by_w: dict[str, list[tuple[str, float, str]]] = defaultdict(list)
@@ -118,18 +138,17 @@ def _budget_max(max_moves: int | None, percent: float | None, population: int) -
 def move_rules(
     scenario: Scenario,
     problems: list[WorkloadCandidates],
-    state: StateView,
+    running: dict[str, _Running],
     now: dt.datetime,
     *,
     constrained: bool = True,
-) -> tuple[MoveRules, dict[str, _Running], dict[str, str], list[str], int | None]:
-    """The solver's view of running work. Returns the rules, the running workloads, the reasons a
-    workload may not move at all, the budgets that apply now (described) and the run's move limit."""
+) -> tuple[MoveRules, dict[str, str], list[str], int | None]:
+    """The solver's view of running work. Returns the rules, the reasons a workload may not move at
+    all, the budgets that apply now (described) and the run's move limit."""
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies.reoptimization
     stale = set(inv.snapshot.stale_providers)
     index = {o.id: i for i, o in enumerate(inv.offers)}
-    running = _running(problems, inv, state)
     fixed_why: dict[str, str] = {}
     workloads: dict[str, WorkloadMoves] = {}
     for wc in problems:
@@ -182,10 +201,10 @@ def move_rules(
             where = ", ".join([*(f"team {t}" for t in b.teams), *(f"provider {p}" for p in b.providers)]) or "all"
             window = f" (window '{b.schedule}' for {b.duration}, {b.timezone})" if b.schedule else ""
             described.append(f"disruption_budgets[{i}] {where}: at most {most} of {len(scope)} moved{window}")
-    return MoveRules(workloads, tuple(budgets), frozen), running, fixed_why, described, run_limit
+    return MoveRules(workloads, tuple(budgets), frozen), fixed_why, described, run_limit
 
 
-def _workload_cost(plan: Plan) -> dict[str, float]:
+def workload_cost(plan: Plan) -> dict[str, float]:
     cost: dict[str, float] = defaultdict(float)
     for p in plan.placements:
         cost[p.workload] += p.total_hourly_usd
@@ -198,30 +217,24 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
     now = options.now or dt.datetime.now(dt.UTC)
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies.reoptimization
-    index = {o.id: i for i, o in enumerate(inv.offers)}
-    running_at: dict[str, set[int]] = defaultdict(set)
-    for r in state.replicas:
-        if r.offer_id in index:
-            running_at[r.workload].add(index[r.offer_id])
-    problems = build_candidates(scenario, running_at)
-    hint: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in state.replicas:
-        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
+    problems = build_candidates(scenario, running_offers(inv, state))
     base = PlanOptions(max_deterministic_time=options.max_deterministic_time, workers=options.workers,
-                       record_wall_time=options.record_wall_time, hint=dict(hint), method="exact")
-    rules, running, fixed_why, budgets, run_limit = move_rules(scenario, problems, state, now)
-    free, *_ = move_rules(scenario, problems, state, now, constrained=False)
-    planned = attach_state(make_plan(scenario, _with(base, rules)), state)
-    ideal = attach_state(make_plan(scenario, _with(base, free)), state)
+                       record_wall_time=options.record_wall_time, hint=hint_from_state(state), method="exact")
+    running = running_workloads(problems, inv, state)
+    rules, fixed_why, budgets, run_limit = move_rules(scenario, problems, running, now)
+    free, *_ = move_rules(scenario, problems, running, now, constrained=False)
+    planned = attach_state(make_plan(scenario, replace(base, moves=rules)), state)
+    ideal = attach_state(make_plan(scenario, replace(base, moves=free)), state)
 
     offers = {o.id: o for o in inv.offers}
     workloads = {wc.workload.name: wc.workload for wc in problems}
+    by_replica = {(p.workload, p.replica): p for p in planned.placements}
     actions: list[Action] = []
     migration_total = 0.0
     for a in planned.actions:
         if a.action == "move" and a.offer_id in offers and a.workload in running:
             w = workloads[a.workload]
-            placement = next(p for p in planned.placements if p.workload == a.workload and p.replica == a.replica)
+            placement = by_replica[(a.workload, a.replica)]
             cost = migration_usd(w, pol, running[a.workload], offers[a.offer_id], placement.total_hourly_usd)
             saving = -a.hourly_usd_delta
             payback = cost / saving if saving > 0 else None
@@ -234,15 +247,18 @@ def reoptimize(scenario: Scenario, state: StateView, options: ReoptimizeOptions 
         actions.append(a)
 
     current = sum(r.hourly_usd for r in running.values())
-    planned_cost = _workload_cost(planned)
-    ideal_cost = _workload_cost(ideal)
+    planned_cost = workload_cost(planned)
+    ideal_cost = workload_cost(ideal)
     moved = {a.workload for a in planned.actions if a.action == "move"}
     ideal_moved = {a.workload for a in ideal.actions if a.action == "move"}
+    ideal_at: dict[str, list[Placement]] = defaultdict(list)
+    for p in ideal.placements:
+        ideal_at[p.workload].append(p)
     held: dict[str, str] = {}
     for name in sorted(ideal_moved - moved):
         if name not in running:
             continue
-        held[name] = _held_reason(name, running[name], rules.workloads[name], fixed_why, ideal, offers,
+        held[name] = _held_reason(name, running[name], rules.workloads[name], fixed_why, ideal_at[name], offers,
                                   workloads[name], pol, ideal_cost.get(name, 0.0))
     running_names = set(running)
     admitted = {wc.workload.name: {c.offer_index for c in wc.candidates} for wc in problems}
@@ -273,14 +289,8 @@ def _saving(moved: set[str], running: dict[str, _Running], cost: dict[str, float
     return round(sum(running[n].hourly_usd - cost[n] for n in moved if n in running) + 0.0, 4)
 
 
-def _with(base: PlanOptions, rules: MoveRules) -> PlanOptions:
-    from dataclasses import replace
-
-    return replace(base, moves=rules)
-
-
 def _held_reason(
-    name: str, run: _Running, wm: WorkloadMoves, fixed_why: dict[str, str], ideal: Plan,
+    name: str, run: _Running, wm: WorkloadMoves, fixed_why: dict[str, str], ideal: list[Placement],
     offers: dict[str, Offer], w: Workload, pol: ReoptimizationPolicy, new_cost: float,
 ) -> str:
     if name in fixed_why:
@@ -290,8 +300,8 @@ def _held_reason(
         return (f"saving ${saving:,.2f}/h is below the threshold ${wm.min_saving_usd:,.2f}/h "
                 f"(min_saving_usd_per_hour {pol.min_saving_usd_per_hour:g}, min_saving_percent {pol.min_saving_percent:g})")
     cost = 0.0
-    for p in ideal.placements:
-        if p.workload == name and run.by_offer.get(p.offer_id, 0) == 0 and p.offer_id in offers:
+    for p in ideal:
+        if run.by_offer.get(p.offer_id, 0) == 0 and p.offer_id in offers:
             cost += migration_usd(w, pol, run, offers[p.offer_id], p.total_hourly_usd)
     if saving > 0 and cost / saving > pol.max_payback_hours:
         return f"moving costs ${cost:,.2f}: paid back in {cost / saving:,.1f} h, over max_payback_hours {pol.max_payback_hours:g}"

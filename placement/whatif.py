@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from placement.candidates import HOURS_PER_MONTH
-from placement.diff import CurrentReplica, StateView, attach_state
+from placement.diff import CurrentReplica, StateView, attach_state, hint_from_state
 from placement.errors import InputError, PlacementError
 from placement.gpus import known_gpu_names, resolve_gpu
 from placement.inputs import digest_of, dump_model
@@ -608,13 +608,6 @@ def move_counts(variant: Plan, base: Plan) -> MoveCounts:
     diffed = attach_state(variant, base_view(base))
     count = {k: sum(1 for a in diffed.actions if a.action == k) for k in ("move", "create", "delete", "keep")}
     return MoveCounts(moved=count["move"], created=count["create"], deleted=count["delete"], kept=count["keep"])
-
-
-def hint_from_state(view: StateView) -> dict[str, dict[str, int]]:
-    hint: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in view.replicas:
-        hint[r.workload][r.offer_id] = hint[r.workload].get(r.offer_id, 0) + 1
-    return dict(hint)
 
 
 # --------------------------------------------------------------------------------------------------
