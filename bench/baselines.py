@@ -138,8 +138,9 @@ def load_problem(path: Any) -> Problem:
 
 def unplaceable(prob: Problem) -> np.ndarray:
     """Workloads no valid plan can place, whatever the others do: no candidate; fewer distinct
-    providers/regions among the candidates than the spread asks; or even the cheapest ``fewest``
-    replicas cost more than the workload's budget. Valid for every integer plan, so fixing them to 0
+    providers/regions among the candidates than the spread asks; fewer replicas fit on all its
+    candidates together than the least it can have (its ``fewest``, and one per provider or region
+    its spread asks for); or even the cheapest such least cost more than the workload's budget. Valid for every integer plan, so fixing them to 0
     keeps the LP a lower bound (and tightens it: the plain LP places fractions of them)."""
     nw = prob["n_workloads"]
     cw = prob["c_w"]
@@ -157,8 +158,13 @@ def unplaceable(prob: Problem) -> np.ndarray:
         if sr > 1 and len(set(prob["o_reg"][prob["c_offer"][cs]].tolist())) < sr:
             out[w] = True
             continue
+        # A spread over k providers or regions needs k replicas at least.
+        least = max(int(prob["w_fewest"][w]), int(sp), int(sr))
+        if int(prob["c_cap"][cs].sum()) < least:
+            out[w] = True
+            continue
         if np.isfinite(prob["w_budget"][w]):
-            need, cost = int(prob["w_fewest"][w]), 0.0
+            need, cost = least, 0.0
             for c in cs:  # cheapest first
                 take = min(need, int(prob["c_cap"][c]))
                 cost += take * prob["c_cost"][c]

@@ -86,13 +86,14 @@ SCALE_MIN_WORKLOADS = 500
 EXACT_MAX_CANDIDATES = 1_500  # components up to this many candidates: one exact model
 EXACT_BATCH_CANDIDATES = 6_000  # small components solved together, up to this many candidates
 EXACT_NODES = 2_000  # branch-and-bound node limit of an exact model
-LAGRANGE_ITERATIONS = 40  # price iterations before the neighbourhood repair
-PRIMAL_AT = (0, 10, 25, 39)  # iterations after which the price-guided greedy runs
-BOUND_ITERATIONS = 60  # price iterations after the repair, against its better objective, for the bound
+LP_FIRST_COLUMNS = 8  # per workload, its cheapest candidates in the first restricted LP
+LP_ADD_COLUMNS = 10  # per workload and round, its most negative reduced-cost candidates added
+LP_ROUNDS = 6  # column-generation rounds at most
+LP_TOLERANCE = 5e-4  # stop when the Lagrangian bound is this close to the restricted LP (relative)
+BOUND_ITERATIONS = 12  # subgradient steps from the LP's prices after the repair, for the bound
 THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations without a better bound
 STALL = 8
 STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective - best bound)
-LP_MAX_CANDIDATES = 400_000  # components up to this size also get the LP relaxation as a bound
 TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
 NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood
 SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
@@ -269,9 +270,18 @@ def affordable(m: Model) -> np.ndarray:
 
 def unplaceable(m: Model) -> np.ndarray:
     """Workloads no plan can place whatever the others do: too few distinct providers or regions
-    for their spread, or a budget below their cheapest ``min_replicas`` replicas."""
-    dead = np.zeros(m.n_w, bool)
-    for w in np.flatnonzero((m.budget >= 0) | (m.min_providers > 1) | (m.min_regions > 1)).tolist():
+    for their spread, fewer replicas fitting on all their candidates together than the least they
+    can have (``min_replicas``, and one replica per provider or region their spread asks for), or a
+    budget below the cheapest such least."""
+    counts = m.start[1:] - m.start[:-1]
+    room = np.zeros(m.n_w, np.int64)
+    ne = np.flatnonzero(counts > 0)
+    if len(ne):
+        room[ne] = np.add.reduceat(m.cap, m.start[ne])
+    # The least a workload can have: its minimum, and one replica per provider or region of its spread.
+    least = np.maximum(m.fewest, np.maximum(m.min_providers, m.min_regions))
+    dead = (counts > 0) & (room < least)
+    for w in np.flatnonzero(~dead & ((m.budget >= 0) | (m.min_providers > 1) | (m.min_regions > 1))).tolist():
         s, e = int(m.start[w]), int(m.start[w + 1])
         if s == e:
             continue
@@ -280,7 +290,7 @@ def unplaceable(m: Model) -> np.ndarray:
             dead[w] = True
             continue
         if m.budget[w] >= 0:
-            need, cost = int(m.fewest[w]), 0
+            need, cost = int(least[w]), 0
             for c in (s + np.argsort(m.hourly[s:e], kind="stable")).tolist():
                 take = min(need, int(m.cap[c]))
                 cost += take * int(m.hourly[c])
@@ -551,9 +561,15 @@ class Residual:
 def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = None,
            x: np.ndarray | None = None) -> np.ndarray:
     """Workloads in ``order``, each on its candidates by ascending reduced cost, every hard constraint
-    kept; a workload that misses its minimum or its spread places nothing."""
+    kept; a workload that misses its minimum or its spread places nothing.
+
+    With ``x`` (a feasible partial plan, ``res`` its residual) a workload that already has replicas
+    there is topped up: its spread and minimum are already met, so only the missing replicas are
+    added, within its candidates' caps and what its budget has left."""
     res = res or Residual(m)
     x = np.zeros(m.n_c, np.int64) if x is None else x
+    have = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64).tolist()
+    spent = np.bincount(m.cw, weights=m.hourly * x, minlength=m.n_w).astype(np.int64).tolist()
     srt = np.lexsort((np.arange(m.n_c), rc, m.cw)).tolist()
     start = m.start.tolist()
     replicas = m.replicas.tolist()
@@ -566,11 +582,13 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
         if s == e:
             continue
         t = res.team[w]
-        left = replicas[w]
-        wb = budget[w]
+        left = replicas[w] - have[w]
+        if left <= 0:
+            continue
+        wb = budget[w] if budget[w] < 0 else budget[w] - spent[w]
         taken: list[tuple[int, int]] = []
         cands = srt[s:e]
-        spread = minp[w] > 1 or minr[w] > 1
+        spread = (minp[w] > 1 or minr[w] > 1) and have[w] == 0
         if spread:
             provs: set[int] = set()
             regs: set[int] = set()
@@ -593,6 +611,10 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
                 left = -1
         if left > 0:
             used = dict(taken)
+            if have[w]:
+                for c in range(s, e):
+                    if x[c]:
+                        used[c] = int(x[c])
             for c in cands:
                 n = min(left, res.cap[c] - used.get(c, 0))
                 if n <= 0:
@@ -610,7 +632,7 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
                     wb -= n * h
                 if left == 0:
                     break
-        placed = sum(n for _, n in taken)
+        placed = have[w] + sum(n for _, n in taken)
         if left < 0 or placed < fewest[w]:
             for c, n in taken:
                 res.take(c, -n, t)
@@ -886,6 +908,13 @@ class Lagrange:
         x_rel, val = relaxed_solution(self.m, rc)
         return rc, x_rel, val - prices.rhs_value(self.m)
 
+    def evaluate_and_keep(self, prices: Prices) -> tuple[np.ndarray, np.ndarray, float]:
+        """``evaluate``, keeping the prices as the best so far when their bound is."""
+        rc, x_rel, lb = self.evaluate(prices)
+        if lb > self.best_lb:
+            self.best_lb, self.best_prices, self.best_x_rel = lb, prices, x_rel
+        return rc, x_rel, lb
+
     def run(self, iterations: int, upper_of: Callable[[], float],
             on_iteration: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> None:
         m = self.m
@@ -939,12 +968,254 @@ class Lagrange:
         return min(objective, math.floor(self.best_lb - 1e-9 * abs(self.best_lb)))
 
 
+# ==================================================================================================
+# LP relaxation by column generation
+# ==================================================================================================
+
+
+@dataclass
+class LPResult:
+    x: np.ndarray  # float per candidate: the LP solution (0 for columns never generated)
+    prices: Prices  # the LP's duals on the shared limits, as Lagrangian prices (money units)
+    value: float  # the restricted LP's optimum (money units): an upper bound on the LP optimum
+    bound: float  # Lagrangian value at those prices (money units): a valid lower bound on the integer optimum
+    rounds: int
+    columns: int
+
+
+def _rank_in_workload(m: Model, key: np.ndarray) -> np.ndarray:
+    """Per candidate, its rank by ``key`` among its workload's candidates (0 = lowest)."""
+    order = np.lexsort((np.arange(m.n_c), key, m.cw))
+    counts = m.start[1:] - m.start[:-1]
+    rank = np.empty(m.n_c, np.int64)
+    rank[order] = np.arange(m.n_c) - np.repeat(m.start[:-1], counts)
+    return rank
+
+
+class _LPRows:
+    """The LP relaxation's fixed row set: one row per workload (replicas, capped at what its budget
+    affords), per workload budget, per limited offer, per pool, per team budget and per team spot
+    share. The columns are any subset of the candidates; the rows do not depend on it."""
+
+    def __init__(self, m: Model) -> None:
+        self.m = m
+        live = m.cap > 0
+        n = 0
+        self.w_rows = np.unique(m.cw[live])
+        n += len(self.w_rows)
+        self.b_rows = np.unique(m.cw[live & (m.budget[m.cw] >= 0)])
+        n += len(self.b_rows)
+        self.o_rows = np.flatnonzero(m.avail >= 0)
+        n += len(self.o_rows)
+        self.n_pools = len(m.pool_limit)
+        n += self.n_pools
+        self.t_budget = np.flatnonzero(m.team_budget >= 0)
+        n += len(self.t_budget)
+        self.t_share = np.flatnonzero(m.team_share >= 0)
+        n += len(self.t_share)
+        self.n_rows = n
+        most = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas
+        self.hi = np.concatenate([most[self.w_rows], m.budget[self.b_rows], m.avail[self.o_rows], m.pool_limit,
+                                  m.team_budget[self.t_budget], np.zeros(len(self.t_share), np.int64)]).astype(np.float64)
+
+    def matrix(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column position, value) triplets of the candidates ``cols``."""
+        m = self.m
+        k = np.arange(len(cols), dtype=np.int64)
+        cw, off = m.cw[cols], m.offer[cols]
+        r: list[np.ndarray] = [np.searchsorted(self.w_rows, cw)]
+        c: list[np.ndarray] = [k]
+        v: list[np.ndarray] = [np.ones(len(cols))]
+        base = len(self.w_rows)
+        hb = m.budget[cw] >= 0
+        r.append(base + np.searchsorted(self.b_rows, cw[hb]))
+        c.append(k[hb])
+        v.append(m.hourly[cols][hb].astype(np.float64))
+        base += len(self.b_rows)
+        lim = m.avail[off] >= 0
+        r.append(base + np.searchsorted(self.o_rows, off[lim]))
+        c.append(k[lim])
+        v.append(m.nodes[cols][lim].astype(np.float64))
+        base += len(self.o_rows)
+        counts = m.pool_start[off + 1] - m.pool_start[off]
+        if counts.sum():
+            ck = np.repeat(k, counts)
+            first = np.repeat(m.pool_start[off] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(ck))
+            r.append(base + m.pool_id[first])
+            c.append(ck)
+            v.append((m.pool_per_node[first] * m.nodes[cols][ck]).astype(np.float64))
+        base += self.n_pools
+        t = m.team[cw]
+        if len(self.t_budget):
+            pos = np.full(len(m.team_budget), -1)
+            pos[self.t_budget] = np.arange(len(self.t_budget))
+            sel = (t >= 0) & (pos[np.maximum(t, 0)] >= 0)
+            r.append(base + pos[t[sel]])
+            c.append(k[sel])
+            v.append(m.hourly[cols][sel].astype(np.float64))
+        base += len(self.t_budget)
+        if len(self.t_share):
+            pos = np.full(len(m.team_share), -1)
+            pos[self.t_share] = np.arange(len(self.t_share))
+            coef = m.spot_coef()[cols]
+            sel = (t >= 0) & (pos[np.maximum(t, 0)] >= 0) & (coef != 0)
+            r.append(base + pos[t[sel]])
+            c.append(k[sel])
+            v.append(coef[sel].astype(np.float64))
+        return np.concatenate(r), np.concatenate(c), np.concatenate(v)
+
+    def duals(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Prices]:
+        """Row duals (in $ per row unit, <= 0) as per-workload duals, per-workload budget duals and
+        Lagrangian prices on the shared limits (money units, >= 0)."""
+        m = self.m
+        y = np.minimum(y, 0.0)
+        a = len(self.w_rows)
+        yw = np.zeros(m.n_w)
+        yw[self.w_rows] = y[:a]
+        yb = np.zeros(m.n_w)
+        yb[self.b_rows] = y[a:a + len(self.b_rows)]
+        a += len(self.b_rows)
+        yo = np.zeros(len(m.avail))
+        yo[self.o_rows] = y[a:a + len(self.o_rows)]
+        a += len(self.o_rows)
+        yp = y[a:a + self.n_pools].copy()
+        a += self.n_pools
+        ytb = np.zeros(len(m.team_budget))
+        ytb[self.t_budget] = y[a:a + len(self.t_budget)]
+        a += len(self.t_budget)
+        yts = np.zeros(len(m.team_share))
+        yts[self.t_share] = y[a:a + len(self.t_share)]
+        s = float(MONEY_SCALE)
+        return yw, yb, Prices(-yo * s, -yp * s, -ytb * s, -yts * s)
+
+
+def _solve_lp(m: Model, rows: _LPRows, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The LP over the columns ``cols`` (HiGHS' dual simplex through MathOpt, one thread):
+    (column values, row duals, optimum in money units)."""
+    from ortools.math_opt import callback_pb2, model_parameters_pb2, model_pb2, parameters_pb2, result_pb2
+    from ortools.math_opt.core.python import solver as core
+
+    n = len(cols)
+    proto = model_pb2.ModelProto()
+    proto.variables.ids.extend(range(n))
+    proto.variables.lower_bounds.extend(np.zeros(n).tolist())
+    proto.variables.upper_bounds.extend(m.cap[cols].astype(np.float64).tolist())
+    proto.variables.integers.extend([False] * n)
+    # The objective in $/h (money units / MONEY_SCALE) keeps HiGHS' tolerances meaningful.
+    obj = (m.cost[cols] - m.penalty[m.cw[cols]]).astype(np.float64) / MONEY_SCALE
+    proto.objective.linear_coefficients.ids.extend(range(n))
+    proto.objective.linear_coefficients.values.extend(obj.tolist())
+    proto.linear_constraints.ids.extend(range(rows.n_rows))
+    proto.linear_constraints.lower_bounds.extend([-math.inf] * rows.n_rows)
+    proto.linear_constraints.upper_bounds.extend(rows.hi.tolist())
+    r, c, v = rows.matrix(cols)
+    order = np.lexsort((c, r))
+    proto.linear_constraint_matrix.row_ids.extend(r[order].tolist())
+    proto.linear_constraint_matrix.column_ids.extend(c[order].tolist())
+    proto.linear_constraint_matrix.coefficients.extend(v[order].tolist())
+    params = parameters_pb2.SolveParametersProto()
+    params.highs.bool_options["output_flag"] = False
+    params.highs.int_options["threads"] = 1
+    params.highs.int_options["random_seed"] = 0
+    result = core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
+                        parameters_pb2.SolverInitializerProto(), params,
+                        model_parameters_pb2.ModelSolveParametersProto(), None,
+                        callback_pb2.CallbackRegistrationProto(), None, None)
+    if result.termination.reason != result_pb2.TERMINATION_REASON_OPTIMAL or not result.solutions:
+        raise PlacementError(f"internal error in the large-instance planner: LP relaxation ended "
+                             f"{result_pb2.TerminationReasonProto.Name(result.termination.reason)}")
+    sol = result.solutions[0]
+    xv = np.zeros(n)
+    pv = sol.primal_solution.variable_values
+    xv[np.asarray(pv.ids, np.int64)] = np.asarray(pv.values)
+    y = np.zeros(rows.n_rows)
+    dv = sol.dual_solution.dual_values
+    y[np.asarray(dv.ids, np.int64)] = np.asarray(dv.values)
+    const = float((m.penalty * m.replicas).sum())
+    return xv, y, const + sol.primal_solution.objective_value * MONEY_SCALE
+
+
+def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: float) -> LPResult:
+    """The LP relaxation of the model by column generation.
+
+    The restricted LP starts from every workload's ``LP_FIRST_COLUMNS`` cheapest candidates and the
+    candidates ``x_start`` uses; each round prices every candidate at the LP's duals (numpy, all
+    candidates at once) and adds each workload's ``LP_ADD_COLUMNS`` most negative. It stops when the
+    Lagrangian value at the duals (a valid lower bound, computed by ``lagrange``) is within
+    ``LP_TOLERANCE`` of the restricted LP's optimum (which is at least the LP's optimum), measured
+    above ``floor`` (the penalty of the work no plan can place), when no
+    column prices out, or after ``LP_ROUNDS`` rounds. Deterministic: HiGHS on one thread."""
+    rows = _LPRows(m)
+    live = m.cap > 0
+    keep = live & ((_rank_in_workload(m, m.cost) < LP_FIRST_COLUMNS) | (x_start > 0))
+    best: LPResult | None = None
+    for rnd in range(1, LP_ROUNDS + 1):
+        cols = np.flatnonzero(keep)
+        xv, y, value = _solve_lp(m, rows, cols)
+        yw, yb, prices = rows.duals(y)
+        rc, _x_rel, lb = lagrange.evaluate(prices)
+        x = np.zeros(m.n_c)
+        x[cols] = xv
+        if best is None or lb > best.bound:
+            best = LPResult(x, prices, value, lb, rnd, len(cols))
+        else:
+            best = replace(best, x=x, value=min(best.value, value), rounds=rnd, columns=len(cols))
+        # Reduced costs of the LP columns at these duals, in $ (the per-workload rows included).
+        red = ((m.cost - m.penalty[m.cw]) / MONEY_SCALE - yw[m.cw] - yb[m.cw] * m.hourly
+               + (rc - m.cost) / MONEY_SCALE)
+        spread = max(1.0, value - floor)
+        if (value - best.bound) <= LP_TOLERANCE * spread:
+            break
+        neg = np.flatnonzero(live & ~keep & (red < -1e-7))
+        if not len(neg):
+            break
+        neg = neg[np.lexsort((neg, red[neg], m.cw[neg]))]
+        w = m.cw[neg]
+        first = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])
+        rank = np.arange(len(neg)) - np.repeat(first, np.diff(np.r_[first, len(neg)]))
+        keep[neg[rank < LP_ADD_COLUMNS]] = True
+    assert best is not None
+    return best
+
+
+def round_lp(m: Model, x_lp: np.ndarray) -> np.ndarray:
+    """The LP solution rounded down to a plan that keeps every hard constraint: replicas floored,
+    workloads left under their minimum or their spread dropped, and spot replicas taken off teams
+    whose interruptible share the rounding broke (most spot GPUs first)."""
+    x = np.minimum(np.floor(x_lp + 1e-6).astype(np.int64), m.cap)
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    bad = (placed > 0) & (placed < m.fewest)
+    for w in np.flatnonzero((placed > 0) & ((m.min_providers > 1) | (m.min_regions > 1))).tolist():
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        on = x[s:e] > 0
+        if len(set(m.provider[s:e][on].tolist())) < m.min_providers[w] or \
+                len(set(m.region[s:e][on].tolist())) < m.min_regions[w]:
+            bad[w] = True
+    x[bad[m.cw]] = 0
+    if len(m.team_share):
+        coef = m.spot_coef()
+        tc = m.team[m.cw]
+        has = tc >= 0
+        row = np.bincount(tc[has], weights=(coef * x)[has], minlength=len(m.team_share))
+        for t in np.flatnonzero((m.team_share >= 0) & (row > 0)).tolist():
+            over = float(row[t])
+            held = np.flatnonzero((tc == t) & (x > 0) & (coef > 0))
+            for w in dict.fromkeys(m.cw[held[np.argsort(-coef[held], kind="stable")]].tolist()):
+                if over <= 0:
+                    break
+                s, e = int(m.start[w]), int(m.start[w + 1])
+                over -= float((coef[s:e] * x[s:e]).sum())
+                x[s:e] = 0
+    return x
+
+
 def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
                 progress: Callable[[int, int], None] | None = None) -> ComponentResult:
     t0 = time.perf_counter()
     traj: list[tuple[float, int, int]] = []
     lag = Lagrange(m)
-    x = np.zeros(m.n_c, np.int64)
+    cost = m.cost.astype(np.float64)
+    x = greedy(m, cost, _order(m, np.zeros(m.n_c, np.int64), cost))
     obj = m.objective(x)
 
     def note() -> None:
@@ -953,22 +1224,27 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         if progress is not None:
             progress(obj, b)
 
-    def primal(it: int, rc: np.ndarray, x_rel: np.ndarray) -> None:
+    def consider(xn: np.ndarray) -> bool:
         nonlocal x, obj
-        if it in PRIMAL_AT:
-            xg = greedy(m, rc, _order(m, x_rel, rc))
-            og = m.objective(xg)
-            if og < obj:
-                x, obj = xg, og
-            note()
+        on = m.objective(xn)
+        if on < obj and not check(m, xn):
+            x, obj = xn, on
+            return True
+        return False
 
-    # Prices first (with the greedy plans as upper bounds), then neighbourhood repair, then more
-    # price iterations against the repaired plan's (much better) objective for the bound.
-    x = greedy(m, m.cost.astype(np.float64), _order(m, x, m.cost.astype(np.float64)))
-    obj = m.objective(x)
-    lag.run(LAGRANGE_ITERATIONS, lambda: float(obj), primal)
+    # Zero prices: the relaxation without shared limits, a first valid bound.
+    lag.evaluate_and_keep(lag.prices)
     note()
-    rc = lag.best_prices.reduced(m, lag.pools, lag.coef)
+    # The LP relaxation (column generation); its duals are the prices, its value the bound.
+    lp = lp_relaxation(m, x, lag, float(unplaceable))
+    lag.prices = lp.prices
+    rc, x_rel, _ = lag.evaluate_and_keep(lp.prices)
+    order = _order(m, x_rel, rc)
+    # Primal plans: the LP rounded down and topped up at the LP's reduced costs; the greedy at them.
+    xr = round_lp(m, lp.x)
+    consider(greedy(m, rc, order, Residual(m, xr), xr))
+    consider(greedy(m, rc, order))
+    note()
     det = 0.0
     k = 0
 
@@ -977,7 +1253,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
 
     tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
     tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
-    # Each neighbourhood solve counts NEIGHBOURHOOD_WORK deterministic units against the budget.
+    # Neighbourhood repair; each neighbourhood solve counts NEIGHBOURHOOD_WORK deterministic units.
     seeds_phase = True
     while det < det_budget and gap() > TARGET_GAP:
         improved = False
@@ -999,18 +1275,12 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
                 break
             seeds_phase = True
     if gap() > TARGET_GAP:
-        lag.theta = max(lag.theta, THETA0 / 4)
+        # A few subgradient steps from the LP's prices: the integer per-workload problems can lift
+        # the bound above the LP's.
+        lag.theta = THETA0 / 8
         lag.run(BOUND_ITERATIONS, lambda: float(obj))
         note()
     bound = lag.bound(obj)
-    if gap() > TARGET_GAP and m.n_c <= LP_MAX_CANDIDATES:
-        # The LP relaxation (with the budget and spread rows) is often the stronger bound.
-        lp = mip(m, np.arange(m.n_w, dtype=np.int64), x, 0, relax=True)
-        if lp.bound is not None and lp.bound > bound:
-            bound = min(obj, lp.bound)
-            traj.append((time.perf_counter() - t0, obj, bound))
-            if progress is not None:
-                progress(obj, bound)
     return ComponentResult(x, obj, bound, obj == bound, det, traj)
 
 
