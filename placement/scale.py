@@ -18,17 +18,21 @@ workloads. This planner minimises the same objective under the same hard constra
      candidates, all-or-nothing kept): when its solution keeps every hard constraint it is optimal;
    - small components: one exact model (several small components share one), solved by HiGHS'
      branch and bound through OR-Tools' MathOpt, with its dual bound;
-   - large components: **Lagrangian relaxation** of the shared limits (subgradient steps on the
-     prices of offer availability, pools, team budgets and team spot shares). Each iteration solves
-     every workload's own problem exactly (best replicas at the current prices, all-or-nothing down
-     to ``min_replicas``, at most the replicas its budget affords; spread relaxed), so each iteration
-     is a valid lower bound on the integer optimum. A price-guided greedy that keeps every hard
-     constraint gives the first plans; then **neighbourhood repair**: MIPs over a few hundred
+   - large components: the **LP relaxation by column generation**: a restricted LP over each
+     workload's cheapest candidates and those of the capacity-aware greedy plan (HiGHS' dual
+     simplex through OR-Tools' MathOpt), then every candidate priced at the LP's duals in numpy
+     and the most negative added, until the Lagrangian value at the duals (each workload's own
+     problem solved exactly at the prices: all-or-nothing down to ``min_replicas``, at most the
+     replicas its budget affords; spread relaxed; a valid lower bound whatever the column set)
+     meets the restricted LP's optimum. The duals are the prices of the shared limits. First plans:
+     the capacity-aware greedy at cost, then the LP **rounded down** (workloads under their minimum
+     or spread dropped, team spot shares restored) and topped up by the greedy at the LP's reduced
+     costs, and that greedy from scratch. Then **neighbourhood repair**: MIPs over a few hundred
      workloads (those with unplaced replicas and the workloads holding the offers and pools they
      need; those around the most contended limits; those paying most above their cheapest
      candidate), the rest fixed, accepted only when they improve the plan, until the gap is under
-     ``TARGET_GAP`` or the work budget is spent. Components up to ``LP_MAX_CANDIDATES`` also get the
-     LP relaxation as a bound.
+     ``TARGET_GAP`` or the work budget is spent. A few subgradient steps from the LP's prices
+     may then lift the bound above the LP's.
 4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
 
 CP-SAT is not used here: given this model with a good plan as hint, one CP-SAT worker hardly improves
@@ -87,8 +91,8 @@ EXACT_MAX_CANDIDATES = 1_500  # components up to this many candidates: one exact
 EXACT_BATCH_CANDIDATES = 6_000  # small components solved together, up to this many candidates
 EXACT_NODES = 2_000  # branch-and-bound node limit of an exact model
 LP_FIRST_COLUMNS = 8  # per workload, its cheapest candidates in the first restricted LP
-LP_ADD_COLUMNS = 10  # per workload and round, its most negative reduced-cost candidates added
-LP_ROUNDS = 6  # column-generation rounds at most
+LP_ADD_COLUMNS = 10  # per workload, its most negative reduced-cost candidates added in round 1 (doubling, to 16x)
+LP_ROUNDS = 12  # column-generation rounds at most
 LP_TOLERANCE = 5e-4  # stop when the Lagrangian bound is this close to the restricted LP (relative)
 BOUND_ITERATIONS = 12  # subgradient steps from the LP's prices after the repair, for the bound
 THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations without a better bound
@@ -1140,7 +1144,8 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
 
     The restricted LP starts from every workload's ``LP_FIRST_COLUMNS`` cheapest candidates and the
     candidates ``x_start`` uses; each round prices every candidate at the LP's duals (numpy, all
-    candidates at once) and adds each workload's ``LP_ADD_COLUMNS`` most negative. It stops when the
+    candidates at once) and adds each workload's ``LP_ADD_COLUMNS`` most negative (twice as many
+    each round, up to 16 times as many: slow convergence gets more columns). It stops when the
     Lagrangian value at the duals (a valid lower bound, computed by ``lagrange``) is within
     ``LP_TOLERANCE`` of the restricted LP's optimum (which is at least the LP's optimum), measured
     above ``floor`` (the penalty of the work no plan can place), when no
@@ -1173,7 +1178,7 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
         w = m.cw[neg]
         first = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])
         rank = np.arange(len(neg)) - np.repeat(first, np.diff(np.r_[first, len(neg)]))
-        keep[neg[rank < LP_ADD_COLUMNS]] = True
+        keep[neg[rank < LP_ADD_COLUMNS << min(rnd - 1, 4)]] = True
     assert best is not None
     return best
 
@@ -1288,7 +1293,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
                     prices: Prices, seeds_phase: bool) -> list[np.ndarray]:
     """Sets of workloads to re-optimise together, deterministic: first around the workloads with
     unplaced replicas (with the workloads holding the offers and pools they would use), then around
-    the most contended offers and pools."""
+    the most contended offers and pools, and those paying most above their cheapest candidate."""
     placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
     counts = m.start[1:] - m.start[:-1]
     short = np.flatnonzero((placed < m.replicas) & (counts > 0))
