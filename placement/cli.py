@@ -120,9 +120,11 @@ def render_plan(plan: Plan, console: Console) -> None:
                               f"({_money(i.idle_hourly_usd)}/h at {_money(i.gpu_hour_usd)}/GPU-h)", markup=False)
     s = plan.solver
     wall = f", {s.wall_time_s:.2f} s" if s.wall_time_s is not None else ""
+    fixed = (f" (both include {_money(s.fixed_penalty)}/h of penalty no plan avoids; the gap leaves it out)"
+             if s.fixed_penalty else "")
     console.print(
         f"solver {s.method}: {s.status}, objective {_money(s.objective)}/h, bound {_money(s.best_bound)}/h, "
-        f"gap {s.gap:.2%}{wall}; {s.candidates_kept}/{s.candidates_total} workload×offer pairs passed the filters"
+        f"gap {s.gap:.2%}{wall}{fixed}; {s.candidates_kept}/{s.candidates_total} workload×offer pairs passed the filters"
     )
     console.print(f"plan digest {plan.digest}", markup=False)
 

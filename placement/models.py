@@ -513,6 +513,10 @@ class SolverStats(Frozen):
     candidates_total: int
     candidates_kept: int
     wall_time_s: float | None = None
+    # Penalty that every plan pays for the workloads no plan can place (in objective and bound
+    # alike). Where it is set, gap = (objective - best_bound) / (objective - fixed_penalty), so
+    # that the gap is not flattered by it.
+    fixed_penalty: float = 0.0
 
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -106,6 +106,10 @@ NEIGHBOURHOOD_NODES = 200  # branch-and-bound node limit of a neighbourhood mode
 REGRET_SEEDS = 40  # placed workloads paying most above their cheapest candidate, per neighbourhood
 REGRET_BLOCKS = 10
 NEIGHBOURHOOD_WORK = 0.5  # deterministic work units one neighbourhood counts against the budget
+GLOBAL_MIP_WORKLOADS = 20_000  # components up to this many workloads get one MIP over their best candidates
+GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduced costs, 2 cheapest, those in use
+GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
+GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -303,6 +307,17 @@ def unplaceable(m: Model) -> np.ndarray:
                     break
             dead[w] = need > 0 or cost > m.budget[w]
     return dead
+
+
+def fixed_penalty(m: Model) -> int:
+    """The penalty every plan pays: workloads without a candidate that can hold a replica (none at
+    all, or ``unplaceable`` ones, whose caps ``build_model`` set to 0)."""
+    counts = m.start[1:] - m.start[:-1]
+    room = np.zeros(m.n_w, np.int64)
+    ne = np.flatnonzero(counts > 0)
+    if len(ne):
+        room[ne] = np.add.reduceat(m.cap, m.start[ne])
+    return int((m.penalty * m.replicas)[room == 0].sum())
 
 
 def restrict(m: Model, wsel: np.ndarray) -> Model:
@@ -661,7 +676,7 @@ class SubResult:
 
 
 def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarray | None = None,
-        top_k: int | None = None, relax: bool = False, seed: int = 0) -> SubResult:
+        top_k: int | None = None, relax: bool = False, seed: int = 0, presolve: bool = True) -> SubResult:
     """Re-optimise the workloads ``free`` (sorted indices) with the others fixed as in ``x``: the same
     model as placement.solver restricted to them, on what the fixed ones leave of every limit, solved
     by HiGHS' branch and bound through OR-Tools' MathOpt. On this model HiGHS finds good packings
@@ -807,6 +822,8 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     params.highs.int_options["threads"] = 1
     params.highs.int_options["random_seed"] = seed
     params.highs.double_options["mip_rel_gap"] = 1e-6
+    if not presolve:  # on the whole component's MIP, HiGHS' presolve costs more than it saves
+        params.highs.string_options["presolve"] = "off"
     result = core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
                         parameters_pb2.SolverInitializerProto(), params,
                         model_parameters_pb2.ModelSolveParametersProto(), None,
@@ -1252,6 +1269,16 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     note()
     det = 0.0
     k = 0
+    if m.n_w <= GLOBAL_MIP_WORKLOADS:
+        # The whole component as one MIP over each workload's few best candidates at the LP's
+        # reduced costs (and those the plan uses): the LP is nearly integral there, so HiGHS closes
+        # most of the rounding's loss at its root.
+        r = mip(m, np.arange(m.n_w, dtype=np.int64), x, GLOBAL_MIP_NODES, rc, GLOBAL_MIP_TOP_K, seed=seed,
+                presolve=False)
+        det += GLOBAL_MIP_WORK
+        if r.objective < obj:
+            x, obj = r.x, r.objective
+            note()
 
     def gap() -> float:
         return (obj - lag.bound(obj)) / max(1.0, obj - unplaceable)
@@ -1435,8 +1462,6 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
                 trajectory: list[tuple[float, float, float]] | None = None) -> ScaleResult:
     t0 = time.perf_counter()
     traj = trajectory if trajectory is not None else []
-    counts = m.start[1:] - m.start[:-1]
-    no_cand = int((m.penalty * m.replicas)[counts == 0].sum())
     # 0. The relaxation at cost: optimal wherever it keeps every constraint of its component.
     rc0 = m.cost.astype(np.float64)
     x0, _ = relaxed_solution(m, rc0)
@@ -1493,8 +1518,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     for i in large:
         sub = subs[i]
         share = max(1.0, det_budget * sub.n_c / total_c)
-        un = int((sub.penalty * sub.replicas)[(sub.start[1:] - sub.start[:-1]) == 0].sum())
-        tasks.append(([i], Task("large", sub, share, seed, un)))
+        tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub))))
     det = 0.0
 
     def merge(ids: list[int], task: Task, r: ComponentResult) -> None:
@@ -1541,7 +1565,6 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             record()
     obj = m.objective(x)
     bound = min(obj, sum(bound_of.values()))
-    del no_cand
     return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
 
 
@@ -1616,7 +1639,8 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     totals = compute_totals(placements, unplaced)
     objective = res.objective / MONEY_SCALE
     bound = res.bound / MONEY_SCALE
-    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective), 1e-9)
+    fixed = fixed_penalty(m) / MONEY_SCALE
+    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective - fixed), 1e-9)
     stats = SolverStats(
         method="scale",
         status="OPTIMAL" if res.optimal else "FEASIBLE",
@@ -1628,6 +1652,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         candidates_total=len(workloads) * len(offers),
         candidates_kept=len(ca),
         wall_time_s=_r(time.perf_counter() - started, 3) if options.record_wall_time else None,
+        fixed_penalty=_r(fixed),
     )
     inputs = plan_inputs(scenario)
     if options.extra_inputs:
