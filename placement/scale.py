@@ -110,6 +110,9 @@ GLOBAL_MIP_WORKLOADS = 20_000  # components up to this many workloads get one MI
 GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduced costs, 2 cheapest, those in use
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
 GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
+POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
+POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
+POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -864,6 +867,7 @@ class ComponentResult:
     optimal: bool
     det_time: float
     trajectory: list[tuple[float, int, int]]  # (seconds since the component started, objective, bound)
+    prices: Prices | None = None  # the prices behind the bound (large components)
 
 
 def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray) -> list[int]:
@@ -1313,7 +1317,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         lag.run(BOUND_ITERATIONS, lambda: float(obj))
         note()
     bound = lag.bound(obj)
-    return ComponentResult(x, obj, bound, obj == bound, det, traj)
+    return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
 
 
 def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.ndarray, tight_pools: np.ndarray,
@@ -1393,6 +1397,98 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
 
 
 # ==================================================================================================
+# POP-style partitioning of very large components
+# ==================================================================================================
+
+
+def _split(total: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """Integer shares of each limit ``total`` (n) between k parts in proportion to their ``demand``
+    (k x n); the shares of a limit add up to it (largest remainders first, then the lower part).
+    Unlimited limits (-1) stay unlimited in every part."""
+    k = demand.shape[0]
+    d = demand.astype(np.float64)
+    tot = d.sum(axis=0)
+    frac = np.where(tot > 0, d / np.where(tot > 0, tot, 1.0), 1.0 / k)
+    t = np.maximum(total, 0).astype(np.float64)
+    raw = frac * t
+    base = np.floor(raw + 1e-9).astype(np.int64)
+    left = np.maximum(total, 0) - base.sum(axis=0)
+    order = np.argsort(-(raw - base), axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(k)[:, None].repeat(len(total), 1), axis=0)
+    base += rank < left[None, :]
+    out: np.ndarray = np.where(total[None, :] >= 0, base, total[None, :])
+    return out
+
+
+def pop_parts(m: Model, k: int) -> list[Model]:
+    """The component split into ``k`` parts (POP, SOSP 2021): workloads dealt round-robin within
+    each team, each part a model of its own workloads with a share of every offer's availability,
+    every pool and every team budget in proportion to what its workloads could use of it. Any
+    plans of the parts add up to a plan of the whole that keeps every limit."""
+    order = np.lexsort((np.arange(m.n_w), m.team))
+    part = np.empty(m.n_w, np.int64)
+    part[order] = np.arange(m.n_w) % k
+    pc = part[m.cw]
+    use = m.cap * m.nodes
+    n_o, n_p, n_t = len(m.avail), len(m.pool_limit), len(m.team_budget)
+    d_o = np.zeros((k, n_o))
+    np.add.at(d_o, (pc, m.offer), use)
+    ci, pi, per = _pool_matrix(m)
+    d_p = np.zeros((k, n_p))
+    if len(ci):
+        np.add.at(d_p, (pc[ci], pi), per * m.cap[ci])
+    d_t = np.zeros((k, n_t))
+    has = m.team[m.cw] >= 0
+    if n_t and has.any():
+        np.add.at(d_t, (pc[has], m.team[m.cw][has]), (m.hourly * m.cap)[has])
+    avail = _split(m.avail, d_o)
+    pools = _split(m.pool_limit, d_p)
+    budgets = _split(m.team_budget, d_t) if n_t else np.zeros((k, 0), np.int64)
+    out = []
+    for j in range(k):
+        sub = restrict(m, np.flatnonzero(part == j))
+        out.append(replace(sub, avail=avail[j], pool_limit=pools[j], team_budget=budgets[j], cache={}))
+    return out
+
+
+def pop_finish(m: Model, x: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
+               unplaceable: int) -> ComponentResult:
+    """The parts' plans merged: a bound for the whole component (the Lagrangian at the parts' mean
+    prices, then subgradient steps), the capacity the parts left unused filled by the greedy at
+    those prices, then neighbourhood repair across the seams."""
+    t0 = time.perf_counter()
+    lag = Lagrange(m)
+    mean = lag.prices  # zero prices
+    if prices:
+        mean = Prices(np.mean([p.offer for p in prices], axis=0), np.mean([p.pool for p in prices], axis=0),
+                      np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
+    lag.prices = mean
+    rc, x_rel, _ = lag.evaluate_and_keep(mean)
+    x = greedy(m, rc, _order(m, x_rel, rc), Residual(m, x), x.copy())
+    obj = m.objective(x)
+    lag.theta = THETA0 / 8
+    lag.run(POP_BOUND_ITERATIONS, lambda: float(obj))
+    traj = [(time.perf_counter() - t0, obj, lag.bound(obj))]
+    det = 0.0
+    tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
+    tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
+    k = 0
+    for seeds_phase in (True, True, False):
+        for hood in _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase):
+            if det >= det_budget or (obj - lag.bound(obj)) <= TARGET_GAP * max(1.0, obj - unplaceable):
+                break
+            r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
+            det += NEIGHBOURHOOD_WORK
+            k += 1
+            if r.objective < obj:
+                x, obj = r.x, r.objective
+                traj.append((time.perf_counter() - t0, obj, lag.bound(obj)))
+    bound = lag.bound(obj)
+    return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
+
+
+# ==================================================================================================
 # Decomposition and the whole problem
 # ==================================================================================================
 
@@ -1434,7 +1530,7 @@ def components(m: Model) -> list[np.ndarray]:
 
 @dataclass
 class Task:
-    kind: str  # "exact" or "large"
+    kind: str  # "exact", "large" or "part" (of a component split by pop_parts)
     model: Model
     det: float
     seed: int
@@ -1444,7 +1540,7 @@ class Task:
 def _run_task(task: Task) -> ComponentResult:
     if task.kind == "exact":
         return solve_exact(task.model, task.seed)
-    return solve_large(task.model, task.det, task.seed, task.unplaceable)
+    return solve_large(task.model, task.det, task.seed, task.unplaceable)  # "large" and "part"
 
 
 @dataclass
@@ -1515,9 +1611,16 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         batch.append(i)
         size += subs[i].n_c
     flush()
+    split: dict[int, list[int]] = {}  # component -> its parts' task positions
     for i in large:
         sub = subs[i]
         share = max(1.0, det_budget * sub.n_c / total_c)
+        if sub.n_w > POP_MAX_WORKLOADS:
+            k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
+            for part in pop_parts(sub, k):
+                split.setdefault(i, []).append(len(tasks))
+                tasks.append(([i], Task("part", part, share / (k + 1), seed, fixed_penalty(part))))
+            continue
         tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub))))
     det = 0.0
 
@@ -1525,6 +1628,8 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         nonlocal det, optimal
         x[task.model.cand_ids] = r.x
         det += r.det_time
+        if task.kind == "part":  # finished with the whole component, below
+            return
         optimal = optimal and r.optimal
         if len(ids) == 1:
             obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
@@ -1535,7 +1640,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
 
     def run_here(ids: list[int], task: Task) -> ComponentResult:
-        if task.kind != "large":
+        if task.kind != "large":  # exact models and parts report no progress of their own
             return _run_task(task)
         key = ids[0]
 
@@ -1560,9 +1665,22 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             merge(ids, task, results[i])
         record()
     else:
-        for ids, task in tasks:
-            merge(ids, task, run_here(ids, task))
+        results = {}
+        for i, (ids, task) in enumerate(tasks):
+            results[i] = run_here(ids, task)
+            merge(ids, task, results[i])
             record()
+    # 3. Components split into parts: the merged plan repaired and bounded as a whole.
+    for i, parts in split.items():
+        sub = subs[i]
+        prices = [p for p in (results[j].prices for j in parts) if p is not None]
+        r = pop_finish(sub, x[sub.cand_ids], prices, max(1.0, det_budget * sub.n_c / total_c) / 2, seed,
+                       fixed_penalty(sub))
+        x[sub.cand_ids] = r.x
+        det += r.det_time
+        optimal = optimal and r.optimal
+        obj_of[i], bound_of[i] = r.objective, r.bound
+        record()
     obj = m.objective(x)
     bound = min(obj, sum(bound_of.values()))
     return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)

@@ -224,3 +224,131 @@ def test_cli_method_scale_on_a_scenario(tmp_path: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "placement.cli", "plan", "scenarios/eu-bank", "--method", "fast"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "--method must be" in bad.stderr
+
+
+def _model(s: Scenario) -> scale.Model:
+    w, inv, pol = s.workloads.workloads, s.inventory.inventory, s.policies.policies
+    m, _ = scale.build_model(w, inv, pol, candidate_arrays(w, inv, pol))
+    return m
+
+
+def _exact_objective(s: Scenario) -> tuple[float, str]:
+    """The exact CP-SAT path's objective (a feasible plan's, so at least the optimum) and status."""
+    exact = solve(build_candidates(s), s.inventory.inventory, s.policies.policies,
+                  SolveOptions(max_deterministic_time=3.0, workers=2))
+    return exact.objective_usd, exact.status
+
+
+@pytest.mark.parametrize("variant", ["tight", "budgets", "spot", "spread"])
+def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> None:
+    s = generate(31, 90, 36, variant)
+    m = _model(s)
+    cost = m.cost.astype(np.float64)
+    x = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
+    lp = scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    # the restricted LP's optimum is above its Lagrangian value, which is a valid bound
+    assert lp.bound <= lp.value + 1e-6 * abs(lp.value)
+    assert lp.bound <= m.objective(x)
+    optimum, status = _exact_objective(s)
+    assert lp.bound / scale.MONEY_SCALE <= optimum + 1e-3
+    if status == "OPTIMAL":  # the relaxation cannot be far below a proven optimum on these
+        assert lp.bound / scale.MONEY_SCALE >= optimum - 0.5 * (optimum - scale.fixed_penalty(m) / scale.MONEY_SCALE)
+    # the LP's solution keeps every shared limit (fractionally)
+    used = np.bincount(m.offer, weights=m.nodes * lp.x, minlength=len(m.avail))
+    assert ((m.avail < 0) | (used <= m.avail + 1e-6)).all()
+    assert (lp.x <= m.cap + 1e-6).all() and (lp.x >= -1e-9).all()
+
+
+@pytest.mark.parametrize("variant", ["tight", "spot", "spread", "budgets"])
+def test_rounded_lp_and_its_top_up_keep_every_hard_constraint(variant: str) -> None:
+    s = generate(37, 200, 60, variant)
+    m = _model(s)
+    lag = scale.Lagrange(m)
+    cost = m.cost.astype(np.float64)
+    x0 = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
+    lp = scale.lp_relaxation(m, x0, lag, 0.0)
+    xr = scale.round_lp(m, lp.x)
+    assert scale.check(m, xr) == []
+    assert (xr <= np.floor(lp.x + 1e-6)).all()
+    rc, x_rel, _ = lag.evaluate(lp.prices)
+    topped = scale.greedy(m, rc, scale._order(m, x_rel, rc), scale.Residual(m, xr), xr.copy())
+    assert scale.check(m, topped) == []
+    assert (topped >= xr).all()  # the top-up only adds
+    assert m.objective(topped) <= m.objective(xr)
+
+
+def test_greedy_tops_up_a_partial_plan_without_exceeding_replicas() -> None:
+    s = generate(41, 120, 40, "loose")
+    m = _model(s)
+    cost = m.cost.astype(np.float64)
+    full = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
+    # take one replica off every workload that has more than its minimum, then top up again
+    partial = full.copy()
+    placed = np.bincount(m.cw, weights=full, minlength=m.n_w).astype(np.int64)
+    for w in np.flatnonzero(placed > np.maximum(m.fewest, 1)).tolist():
+        c = int(m.start[w]) + int(np.flatnonzero(partial[m.start[w]:m.start[w + 1]])[0])
+        partial[c] -= 1
+    assert scale.check(m, partial) == []
+    again = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost), scale.Residual(m, partial),
+                         partial.copy())
+    assert scale.check(m, again) == []
+    placed_again = np.bincount(m.cw, weights=again, minlength=m.n_w)
+    assert (placed_again <= m.replicas).all()
+    assert placed_again.sum() >= placed.sum()
+
+
+def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan() -> None:
+    s = generate(43, 240, 50, "spot")
+    m = _model(s)
+    parts = scale.pop_parts(m, 3)
+    assert sorted(np.concatenate([p.workload_ids for p in parts]).tolist()) == list(range(m.n_w))
+    for field in ("avail", "pool_limit", "team_budget"):
+        total = getattr(m, field)
+        shares = np.stack([getattr(p, field) for p in parts])
+        limited = total >= 0
+        assert (shares[:, limited] >= 0).all()
+        assert (shares[:, limited].sum(axis=0) == total[limited]).all()
+        assert (shares[:, ~limited] == total[~limited]).all()
+    x = np.zeros(m.n_c, np.int64)
+    for p in parts:
+        cost = p.cost.astype(np.float64)
+        xp = scale.greedy(p, cost, scale._order(p, np.zeros(p.n_c, np.int64), cost))
+        assert scale.check(p, xp) == []
+        x[p.cand_ids] = xp
+    assert scale.check(m, x) == []
+
+
+def test_split_components_give_a_feasible_plan_with_a_valid_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
+    monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
+    monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
+    calls: list[int] = []
+    split = scale.pop_parts
+
+    def counted(m: scale.Model, k: int) -> list[scale.Model]:
+        calls.append(k)
+        return split(m, k)
+
+    monkeypatch.setattr(scale, "pop_parts", counted)
+    s = generate(47, 150, 40, "tight")
+    plan = _scale_plan(s, det=2.0)
+    assert calls and all(k >= 2 for k in calls)  # the component was split
+    assert verify_plan(plan, s) == []
+    optimum, _ = _exact_objective(s)
+    assert plan.solver.best_bound <= plan.solver.objective + 1e-6
+    assert plan.solver.best_bound <= optimum + 1e-3
+
+
+def test_a_workload_whose_candidates_cannot_hold_its_minimum_is_unplaceable() -> None:
+    s = generate(53, 80, 30, "tight")
+    m = _model(s)
+    room = np.array([int(m.cap[m.start[w]:m.start[w + 1]].sum()) for w in range(m.n_w)])
+    # build_model zeroes the caps of unplaceable workloads: none is left with room below its least
+    least = np.maximum(m.fewest, np.maximum(m.min_providers, m.min_regions))
+    assert not ((room > 0) & (room < least)).any()
+    # and a workload asking more than its candidates can hold is caught
+    w = int(np.flatnonzero(room > 0)[0])
+    m.fewest[w] = room[w] + 1
+    m.replicas[w] = max(int(m.replicas[w]), room[w] + 1)
+    assert scale.unplaceable(m)[w]
+    assert scale.fixed_penalty(m) >= 0
