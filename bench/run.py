@@ -693,9 +693,9 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
     for label, prefix, first_t, gap_t, time_t, rss_t in TARGETS:
         rows = [n for n in names if n.startswith(prefix)]
         if not rows:
-            out.append(f"| {label} | — | | | | | | | | | | | not run: not in this run's --sizes (the time available for "
-                       "this run; the largest instance that was run, alibaba-nodes, shows the engine at ~19M "
-                       "candidates) |")
+            out.append(f"| {label} | — | | | | | | | | | | | not run: not in this run's --sizes (the engine is not "
+                       "ready for it: see bench/README.md, Caveats, for what one 10,000-workload part of xl-tight "
+                       "cost) |")
             continue
         for name in rows:
             seen = True
@@ -905,8 +905,9 @@ def write_report(names: list[str], args: argparse.Namespace, command: str, skipp
         "",
         "- **objective** is the engine's own objective ($/h of placed replicas + soft preferences + priority x "
         "penalty per unplaced replica), minus the constant penalty of workloads that no valid plan can place (no "
-        "candidate; fewer distinct providers/regions than their spread asks; budget below the cheapest minimum "
-        "replicas), so that gaps are not flattered by it. Lower is better.",
+        "candidate; fewer distinct providers/regions than their spread asks; fewer replicas fit on all their "
+        "candidates than the least they can have, min_replicas and one per provider/region of their spread; budget "
+        "below the cheapest such least), so that gaps are not flattered by it. Lower is better.",
         "- **gap LP** = (objective - LP bound) / objective, the LP bound being the LP relaxation of the same model "
         "(same candidates, capacities, pools, budgets, the unplaceable workloads fixed to 0; integrality, "
         "all-or-nothing and spread relaxed). The penalty "

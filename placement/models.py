@@ -11,7 +11,15 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from placement.gpus import GPU_MODELS, known_gpu_names, resolve_gpu
 
@@ -515,8 +523,16 @@ class SolverStats(Frozen):
     wall_time_s: float | None = None
     # Penalty that every plan pays for the workloads no plan can place (in objective and bound
     # alike). Where it is set, gap = (objective - best_bound) / (objective - fixed_penalty), so
-    # that the gap is not flattered by it.
+    # that the gap is not flattered by it. Left out of the plan file when 0, so that plans of the
+    # exact path, and plans written before the field existed, keep their bytes and digest.
     fixed_penalty: float = 0.0
+
+    @model_serializer(mode="wrap")
+    def _without_zero_fixed_penalty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if not self.fixed_penalty:
+            out.pop("fixed_penalty", None)
+        return out
 
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -1235,6 +1235,40 @@ def round_lp(m: Model, x_lp: np.ndarray) -> np.ndarray:
     return x
 
 
+def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, det_budget: float, seed: int,
+            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None]
+            ) -> tuple[np.ndarray, int, float, int]:
+    """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
+    unplaced replicas while they improve, then one round around contended limits and costly
+    placements, again while that improves; each neighbourhood counts ``NEIGHBOURHOOD_WORK``
+    deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``.
+    Returns (plan, objective, units spent, neighbourhoods solved so far)."""
+    tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
+    tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
+    det = 0.0
+    seeds_phase = True
+    while det < det_budget and gap(obj) > TARGET_GAP:
+        improved = False
+        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
+        for hood in hoods:
+            if det >= det_budget or gap(obj) <= TARGET_GAP:
+                break
+            r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
+            det += NEIGHBOURHOOD_WORK
+            k += 1
+            if r.objective < obj:
+                x, obj = r.x, r.objective
+                improved = True
+                improved_to(x, obj)
+        if seeds_phase and (not improved or not hoods):
+            seeds_phase = False
+        elif not seeds_phase:
+            if not improved:
+                break
+            seeds_phase = True
+    return x, obj, det, k
+
+
 def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
                 progress: Callable[[int, int], None] | None = None) -> ComponentResult:
     t0 = time.perf_counter()
@@ -1284,32 +1318,17 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
             x, obj = r.x, r.objective
             note()
 
-    def gap() -> float:
-        return (obj - lag.bound(obj)) / max(1.0, obj - unplaceable)
+    def gap(o: int | None = None) -> float:
+        o = obj if o is None else o
+        return (o - lag.bound(o)) / max(1.0, o - unplaceable)
 
-    tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
-    tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
-    # Neighbourhood repair; each neighbourhood solve counts NEIGHBOURHOOD_WORK deterministic units.
-    seeds_phase = True
-    while det < det_budget and gap() > TARGET_GAP:
-        improved = False
-        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
-        for hood in hoods:
-            if det >= det_budget or gap() <= TARGET_GAP:
-                break
-            r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
-            det += NEIGHBOURHOOD_WORK
-            k += 1
-            if r.objective < obj:
-                x, obj = r.x, r.objective
-                improved = True
-                note()
-        if seeds_phase and (not improved or not hoods):
-            seeds_phase = False
-        elif not seeds_phase:
-            if not improved:
-                break
-            seeds_phase = True
+    def improved_to(xn: np.ndarray, on: int) -> None:
+        nonlocal x, obj
+        x, obj = xn, on
+        note()
+
+    x, obj, spent, k = _repair(m, x, obj, rc, lag, det_budget - det, seed, k, gap, improved_to)
+    det += spent
     if gap() > TARGET_GAP:
         # A few subgradient steps from the LP's prices: the integer per-workload problems can lift
         # the bound above the LP's.
@@ -1452,14 +1471,16 @@ def pop_parts(m: Model, k: int) -> list[Model]:
     return out
 
 
-def pop_finish(m: Model, x: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
+def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
                unplaceable: int) -> ComponentResult:
-    """The parts' plans merged: a bound for the whole component (the Lagrangian at the parts' mean
-    prices, then subgradient steps), the capacity the parts left unused filled by the greedy at
-    those prices, then neighbourhood repair across the seams."""
+    """The parts' plans ``x`` merged: a bound for the whole component (the Lagrangian at zero prices
+    and at the parts' mean prices, then subgradient steps), the capacity the parts left unused
+    filled by the greedy at those prices, then neighbourhood repair across the seams. ``start``
+    (the component's first feasible plan) is kept instead where the merge ends worse."""
     t0 = time.perf_counter()
     lag = Lagrange(m)
-    mean = lag.prices  # zero prices
+    lag.evaluate_and_keep(lag.prices)  # zero prices
+    mean = lag.prices
     if prices:
         mean = Prices(np.mean([p.offer for p in prices], axis=0), np.mean([p.pool for p in prices], axis=0),
                       np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
@@ -1470,20 +1491,17 @@ def pop_finish(m: Model, x: np.ndarray, prices: list[Prices], det_budget: float,
     lag.theta = THETA0 / 8
     lag.run(POP_BOUND_ITERATIONS, lambda: float(obj))
     traj = [(time.perf_counter() - t0, obj, lag.bound(obj))]
-    det = 0.0
-    tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
-    tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
-    k = 0
-    for seeds_phase in (True, True, False):
-        for hood in _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase):
-            if det >= det_budget or (obj - lag.bound(obj)) <= TARGET_GAP * max(1.0, obj - unplaceable):
-                break
-            r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
-            det += NEIGHBOURHOOD_WORK
-            k += 1
-            if r.objective < obj:
-                x, obj = r.x, r.objective
-                traj.append((time.perf_counter() - t0, obj, lag.bound(obj)))
+
+    def gap(o: int) -> float:
+        return (o - lag.bound(o)) / max(1.0, o - unplaceable)
+
+    def improved_to(_xn: np.ndarray, on: int) -> None:
+        traj.append((time.perf_counter() - t0, on, lag.bound(on)))
+
+    x, obj, det, _k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to)
+    first = m.objective(start)
+    if first < obj:
+        x, obj = start.copy(), first
     bound = lag.bound(obj)
     return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
 
@@ -1579,10 +1597,12 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         subs[i] = sub
         (exact if sub.n_c <= EXACT_MAX_CANDIDATES else large).append(i)
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
+    first: dict[int, np.ndarray] = {}
     for i in exact + large:
         sub = subs[i]
         xs = greedy(sub, sub.cost.astype(np.float64), _order(sub, x0[sub.cand_ids], rc0[sub.cand_ids]))
         x[sub.cand_ids] = xs
+        first[i] = xs
         obj_of[i] = sub.objective(xs)
         _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
         bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
@@ -1619,7 +1639,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
             for part in pop_parts(sub, k):
                 split.setdefault(i, []).append(len(tasks))
-                tasks.append(([i], Task("part", part, share / (k + 1), seed, fixed_penalty(part))))
+                tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
             continue
         tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub))))
     det = 0.0
@@ -1674,8 +1694,8 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     for i, parts in split.items():
         sub = subs[i]
         prices = [p for p in (results[j].prices for j in parts) if p is not None]
-        r = pop_finish(sub, x[sub.cand_ids], prices, max(1.0, det_budget * sub.n_c / total_c) / 2, seed,
-                       fixed_penalty(sub))
+        r = pop_finish(sub, x[sub.cand_ids], first[i], prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
+                       seed, fixed_penalty(sub))
         x[sub.cand_ids] = r.x
         det += r.det_time
         optimal = optimal and r.optimal
@@ -1758,7 +1778,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     objective = res.objective / MONEY_SCALE
     bound = res.bound / MONEY_SCALE
     fixed = fixed_penalty(m) / MONEY_SCALE
-    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective - fixed), 1e-9)
+    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective - fixed), 1.0 / MONEY_SCALE)
     stats = SolverStats(
         method="scale",
         status="OPTIMAL" if res.optimal else "FEASIBLE",
