@@ -285,10 +285,7 @@ def unplaceable(m: Model) -> np.ndarray:
     can have (``min_replicas``, and one replica per provider or region their spread asks for), or a
     budget below the cheapest such least."""
     counts = m.start[1:] - m.start[:-1]
-    room = np.zeros(m.n_w, np.int64)
-    ne = np.flatnonzero(counts > 0)
-    if len(ne):
-        room[ne] = np.add.reduceat(m.cap, m.start[ne])
+    room = _room(m)
     # The least a workload can have: its minimum, and one replica per provider or region of its spread.
     least = np.maximum(m.fewest, np.maximum(m.min_providers, m.min_regions))
     dead = (counts > 0) & (room < least)
@@ -312,15 +309,20 @@ def unplaceable(m: Model) -> np.ndarray:
     return dead
 
 
-def fixed_penalty(m: Model) -> int:
-    """The penalty every plan pays: workloads without a candidate that can hold a replica (none at
-    all, or ``unplaceable`` ones, whose caps ``build_model`` set to 0)."""
+def _room(m: Model) -> np.ndarray:
+    """Per workload, the replicas all its candidates together can hold (the sum of their caps)."""
     counts = m.start[1:] - m.start[:-1]
     room = np.zeros(m.n_w, np.int64)
     ne = np.flatnonzero(counts > 0)
     if len(ne):
         room[ne] = np.add.reduceat(m.cap, m.start[ne])
-    return int((m.penalty * m.replicas)[room == 0].sum())
+    return room
+
+
+def fixed_penalty(m: Model) -> int:
+    """The penalty every plan pays: workloads without a candidate that can hold a replica (none at
+    all, or ``unplaceable`` ones, whose caps ``build_model`` set to 0)."""
+    return int((m.penalty * m.replicas)[_room(m) == 0].sum())
 
 
 def restrict(m: Model, wsel: np.ndarray) -> Model:
@@ -678,22 +680,42 @@ class SubResult:
     det_time: float
 
 
+def _highs_params(seed: int) -> Any:
+    """HiGHS settings every solve here shares: quiet, one thread (deterministic), a fixed seed."""
+    from ortools.math_opt import parameters_pb2
+
+    params = parameters_pb2.SolveParametersProto()
+    params.highs.bool_options["output_flag"] = False
+    params.highs.int_options["threads"] = 1
+    params.highs.int_options["random_seed"] = seed
+    return params
+
+
+def _highs(proto: Any, params: Any) -> Any:
+    """Solve a MathOpt model proto with HiGHS."""
+    from ortools.math_opt import callback_pb2, model_parameters_pb2, parameters_pb2
+    from ortools.math_opt.core.python import solver as core
+
+    return core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
+                      parameters_pb2.SolverInitializerProto(), params,
+                      model_parameters_pb2.ModelSolveParametersProto(), None,
+                      callback_pb2.CallbackRegistrationProto(), None, None)
+
+
 def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarray | None = None,
-        top_k: int | None = None, relax: bool = False, seed: int = 0, presolve: bool = True) -> SubResult:
+        top_k: int | None = None, seed: int = 0, presolve: bool = True) -> SubResult:
     """Re-optimise the workloads ``free`` (sorted indices) with the others fixed as in ``x``: the same
     model as placement.solver restricted to them, on what the fixed ones leave of every limit, solved
     by HiGHS' branch and bound through OR-Tools' MathOpt. On this model HiGHS finds good packings
     far faster than CP-SAT (which, with the plan as hint, hardly improves on it: bench/README.md).
 
     With ``top_k`` each freed workload keeps only its ``top_k`` candidates of lowest ``rc``, its
-    ``top_k // 2`` cheapest and those it uses now (a restriction: the result stays feasible, no bound is returned). With ``relax`` the
-    LP relaxation is solved and only its bound is returned.
+    ``top_k // 2`` cheapest and those it uses now (a restriction: the result stays feasible, no bound is returned).
 
     Deterministic: one thread, a fixed seed, a node limit and no time limit. Integer values are read
     back rounded and the result is re-checked with ``check``; one that breaks a limit (solver
     tolerances) is dropped, as is one that is not better than ``x``."""
-    from ortools.math_opt import callback_pb2, model_parameters_pb2, model_pb2, parameters_pb2, result_pb2
-    from ortools.math_opt.core.python import solver as core
+    from ortools.math_opt import model_pb2
 
     is_free = np.zeros(m.n_w, bool)
     is_free[free] = True
@@ -804,7 +826,7 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     proto.variables.ids.extend(range(n_var))
     proto.variables.lower_bounds.extend([0.0] * n_var)
     proto.variables.upper_bounds.extend([float(u) for u in ub] + [float(u) for u, _ in extra_vars])
-    proto.variables.integers.extend([not relax] * n_var)
+    proto.variables.integers.extend([True] * n_var)
     scale = 1.0 / MONEY_SCALE
     proto.objective.linear_coefficients.ids.extend(range(n_x))
     proto.objective.linear_coefficients.values.extend([v * scale for v in obj])
@@ -818,19 +840,12 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     proto.linear_constraint_matrix.row_ids.extend(tr_a[order].tolist())
     proto.linear_constraint_matrix.column_ids.extend(tc_a[order].tolist())
     proto.linear_constraint_matrix.coefficients.extend(tv_a[order].tolist())
-    params = parameters_pb2.SolveParametersProto()
-    if not relax:
-        params.node_limit = node_limit
-    params.highs.bool_options["output_flag"] = False
-    params.highs.int_options["threads"] = 1
-    params.highs.int_options["random_seed"] = seed
+    params = _highs_params(seed)
+    params.node_limit = node_limit
     params.highs.double_options["mip_rel_gap"] = 1e-6
     if not presolve:  # on the whole component's MIP, HiGHS' presolve costs more than it saves
         params.highs.string_options["presolve"] = "off"
-    result = core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
-                        parameters_pb2.SolverInitializerProto(), params,
-                        model_parameters_pb2.ModelSolveParametersProto(), None,
-                        callback_pb2.CallbackRegistrationProto(), None, None)
+    result = _highs(proto, params)
     fixed = int((m.cost * xf).sum())
     placed_fixed = np.bincount(m.cw, weights=xf, minlength=m.n_w).astype(np.int64)
     fixed += int((m.penalty * (m.replicas - placed_fixed))[~is_free].sum())
@@ -839,9 +854,6 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     if top_k is None and math.isfinite(dual):
         # The solver's bound, in $/h, back to money units, loosened by its tolerances.
         bound = fixed + const + math.floor(dual * MONEY_SCALE - 1e-6 * abs(dual * MONEY_SCALE) - 1)
-    if relax:
-        optimal = result.termination.reason == result_pb2.TERMINATION_REASON_OPTIMAL
-        return SubResult(x, m.objective(x), bound if optimal else None, "LP", 0.0)
     if not result.solutions or not result.solutions[0].primal_solution.variable_values.ids:
         return SubResult(x, m.objective(x), bound, "NOSOLUTION", 0.0)
     vals = result.solutions[0].primal_solution.variable_values
@@ -1008,12 +1020,13 @@ class LPResult:
     columns: int
 
 
-def _rank_in_workload(m: Model, key: np.ndarray) -> np.ndarray:
-    """Per candidate, its rank by ``key`` among its workload's candidates (0 = lowest)."""
-    order = np.lexsort((np.arange(m.n_c), key, m.cw))
-    counts = m.start[1:] - m.start[:-1]
-    rank = np.empty(m.n_c, np.int64)
-    rank[order] = np.arange(m.n_c) - np.repeat(m.start[:-1], counts)
+def _rank_in_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Per element, its rank by ``key`` (then position) among the elements of its ``group`` (0 = lowest)."""
+    order = np.lexsort((np.arange(len(group)), key, group))
+    g = group[order]
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    rank = np.empty(len(group), np.int64)
+    rank[order] = np.arange(len(group)) - np.repeat(first, np.diff(np.r_[first, len(group)]))
     return rank
 
 
@@ -1062,13 +1075,13 @@ class _LPRows:
         c.append(k[lim])
         v.append(m.nodes[cols][lim].astype(np.float64))
         base += len(self.o_rows)
-        counts = m.pool_start[off + 1] - m.pool_start[off]
-        if counts.sum():
-            ck = np.repeat(k, counts)
-            first = np.repeat(m.pool_start[off] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(ck))
-            r.append(base + m.pool_id[first])
-            c.append(ck)
-            v.append((m.pool_per_node[first] * m.nodes[cols][ck]).astype(np.float64))
+        ci, pi, per = _pool_matrix(m)
+        pos = np.full(m.n_c, -1)
+        pos[cols] = k
+        sel = pos[ci] >= 0
+        r.append(base + pi[sel])
+        c.append(pos[ci[sel]])
+        v.append(per[sel].astype(np.float64))
         base += self.n_pools
         t = m.team[cw]
         if len(self.t_budget):
@@ -1117,8 +1130,7 @@ class _LPRows:
 def _solve_lp(m: Model, rows: _LPRows, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The LP over the columns ``cols`` (HiGHS' dual simplex through MathOpt, one thread):
     (column values, row duals, optimum in money units)."""
-    from ortools.math_opt import callback_pb2, model_parameters_pb2, model_pb2, parameters_pb2, result_pb2
-    from ortools.math_opt.core.python import solver as core
+    from ortools.math_opt import model_pb2, result_pb2
 
     n = len(cols)
     proto = model_pb2.ModelProto()
@@ -1138,14 +1150,7 @@ def _solve_lp(m: Model, rows: _LPRows, cols: np.ndarray) -> tuple[np.ndarray, np
     proto.linear_constraint_matrix.row_ids.extend(r[order].tolist())
     proto.linear_constraint_matrix.column_ids.extend(c[order].tolist())
     proto.linear_constraint_matrix.coefficients.extend(v[order].tolist())
-    params = parameters_pb2.SolveParametersProto()
-    params.highs.bool_options["output_flag"] = False
-    params.highs.int_options["threads"] = 1
-    params.highs.int_options["random_seed"] = 0
-    result = core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
-                        parameters_pb2.SolverInitializerProto(), params,
-                        model_parameters_pb2.ModelSolveParametersProto(), None,
-                        callback_pb2.CallbackRegistrationProto(), None, None)
+    result = _highs(proto, _highs_params(0))
     if result.termination.reason != result_pb2.TERMINATION_REASON_OPTIMAL or not result.solutions:
         raise PlacementError(f"internal error in the large-instance planner: LP relaxation ended "
                              f"{result_pb2.TerminationReasonProto.Name(result.termination.reason)}")
@@ -1173,7 +1178,7 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
     column prices out, or after ``LP_ROUNDS`` rounds. Deterministic: HiGHS on one thread."""
     rows = _LPRows(m)
     live = m.cap > 0
-    keep = live & ((_rank_in_workload(m, m.cost) < LP_FIRST_COLUMNS) | (x_start > 0))
+    keep = live & ((_rank_in_group(m.cw, m.cost) < LP_FIRST_COLUMNS) | (x_start > 0))
     best: LPResult | None = None
     for rnd in range(1, LP_ROUNDS + 1):
         cols = np.flatnonzero(keep)
@@ -1195,11 +1200,7 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
         neg = np.flatnonzero(live & ~keep & (red < -1e-7))
         if not len(neg):
             break
-        neg = neg[np.lexsort((neg, red[neg], m.cw[neg]))]
-        w = m.cw[neg]
-        first = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])
-        rank = np.arange(len(neg)) - np.repeat(first, np.diff(np.r_[first, len(neg)]))
-        keep[neg[rank < LP_ADD_COLUMNS << min(rnd - 1, 4)]] = True
+        keep[neg[_rank_in_group(m.cw[neg], red[neg]) < LP_ADD_COLUMNS << min(rnd - 1, 4)]] = True
     assert best is not None
     return best
 
@@ -1284,13 +1285,11 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         if progress is not None:
             progress(obj, b)
 
-    def consider(xn: np.ndarray) -> bool:
+    def consider(xn: np.ndarray) -> None:
         nonlocal x, obj
         on = m.objective(xn)
         if on < obj and not check(m, xn):
             x, obj = xn, on
-            return True
-        return False
 
     # Zero prices: the relaxation without shared limits, a first valid bound.
     lag.evaluate_and_keep(lag.prices)
@@ -1597,12 +1596,10 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         subs[i] = sub
         (exact if sub.n_c <= EXACT_MAX_CANDIDATES else large).append(i)
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
-    first: dict[int, np.ndarray] = {}
     for i in exact + large:
         sub = subs[i]
         xs = greedy(sub, sub.cost.astype(np.float64), _order(sub, x0[sub.cand_ids], rc0[sub.cand_ids]))
         x[sub.cand_ids] = xs
-        first[i] = xs
         obj_of[i] = sub.objective(xs)
         _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
         bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
@@ -1631,14 +1628,16 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         batch.append(i)
         size += subs[i].n_c
     flush()
-    split: dict[int, list[int]] = {}  # component -> its parts' task positions
+    # component -> (its parts' task positions, its first plan, kept where the merged parts end worse)
+    split: dict[int, tuple[list[int], np.ndarray]] = {}
     for i in large:
         sub = subs[i]
         share = max(1.0, det_budget * sub.n_c / total_c)
         if sub.n_w > POP_MAX_WORKLOADS:
             k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
+            split[i] = ([], x[sub.cand_ids].copy())
             for part in pop_parts(sub, k):
-                split.setdefault(i, []).append(len(tasks))
+                split[i][0].append(len(tasks))
                 tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
             continue
         tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub))))
@@ -1691,10 +1690,10 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             merge(ids, task, results[i])
             record()
     # 3. Components split into parts: the merged plan repaired and bounded as a whole.
-    for i, parts in split.items():
+    for i, (parts, start) in split.items():
         sub = subs[i]
         prices = [p for p in (results[j].prices for j in parts) if p is not None]
-        r = pop_finish(sub, x[sub.cand_ids], first[i], prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
+        r = pop_finish(sub, x[sub.cand_ids], start, prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
                        seed, fixed_penalty(sub))
         x[sub.cand_ids] = r.x
         det += r.det_time
