@@ -24,10 +24,14 @@ workloads. This planner minimises the same objective under the same hard constra
      and the most negative added, until the Lagrangian value at the duals (each workload's own
      problem solved exactly at the prices: all-or-nothing down to ``min_replicas``, at most the
      replicas its budget affords; spread relaxed; a valid lower bound whatever the column set)
-     meets the restricted LP's optimum. The duals are the prices of the shared limits. First plans:
-     the capacity-aware greedy at cost, then the LP **rounded down** (workloads under their minimum
-     or spread dropped, team spot shares restored) and topped up by the greedy at the LP's reduced
-     costs, and that greedy from scratch. Then **neighbourhood repair**: MIPs over a few hundred
+     meets the restricted LP's optimum. The restricted LP stays in one HiGHS instance (highspy)
+     between rounds, so each re-solve starts from the last basis. The duals are the prices of the
+     shared limits. First plans: the capacity-aware greedy at cost, then the LP **rounded down**
+     (workloads under their minimum or spread dropped, team spot shares restored) and topped up by
+     the greedy at the LP's reduced costs, and that greedy from scratch. Then one round of
+     neighbourhoods around what the rounding left unplaced, one MIP over the whole component
+     restricted to each workload's best candidates at the LP's reduced costs (components up to
+     ``GLOBAL_MIP_WORKLOADS``), and **neighbourhood repair**: MIPs over a few hundred
      workloads (those with unplaced replicas and the workloads holding the offers and pools they
      need; those around the most contended limits; those paying most above their cheapest
      candidate), the rest fixed, accepted only when they improve the plan, until the gap is under
@@ -1127,42 +1131,54 @@ class _LPRows:
         return yw, yb, Prices(-yo * s, -yp * s, -ytb * s, -yts * s)
 
 
-def _solve_lp(m: Model, rows: _LPRows, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """The LP over the columns ``cols`` (HiGHS' dual simplex through MathOpt, one thread):
-    (column values, row duals, optimum in money units)."""
-    from ortools.math_opt import model_pb2, result_pb2
+class _RestrictedLP:
+    """The restricted LP of the column generation, kept in one HiGHS instance (highspy): the rows
+    are added once, columns between solves, so that each re-solve starts from the previous optimal
+    basis (the new columns only need primal simplex steps). Rebuilding the LP for every round
+    through MathOpt cost as much as the first solve every time (bench/README.md).
 
-    n = len(cols)
-    proto = model_pb2.ModelProto()
-    proto.variables.ids.extend(range(n))
-    proto.variables.lower_bounds.extend(np.zeros(n).tolist())
-    proto.variables.upper_bounds.extend(m.cap[cols].astype(np.float64).tolist())
-    proto.variables.integers.extend([False] * n)
-    # The objective in $/h (money units / MONEY_SCALE) keeps HiGHS' tolerances meaningful.
-    obj = (m.cost[cols] - m.penalty[m.cw[cols]]).astype(np.float64) / MONEY_SCALE
-    proto.objective.linear_coefficients.ids.extend(range(n))
-    proto.objective.linear_coefficients.values.extend(obj.tolist())
-    proto.linear_constraints.ids.extend(range(rows.n_rows))
-    proto.linear_constraints.lower_bounds.extend([-math.inf] * rows.n_rows)
-    proto.linear_constraints.upper_bounds.extend(rows.hi.tolist())
-    r, c, v = rows.matrix(cols)
-    order = np.lexsort((c, r))
-    proto.linear_constraint_matrix.row_ids.extend(r[order].tolist())
-    proto.linear_constraint_matrix.column_ids.extend(c[order].tolist())
-    proto.linear_constraint_matrix.coefficients.extend(v[order].tolist())
-    result = _highs(proto, _highs_params(0))
-    if result.termination.reason != result_pb2.TERMINATION_REASON_OPTIMAL or not result.solutions:
-        raise PlacementError(f"internal error in the large-instance planner: LP relaxation ended "
-                             f"{result_pb2.TerminationReasonProto.Name(result.termination.reason)}")
-    sol = result.solutions[0]
-    xv = np.zeros(n)
-    pv = sol.primal_solution.variable_values
-    xv[np.asarray(pv.ids, np.int64)] = np.asarray(pv.values)
-    y = np.zeros(rows.n_rows)
-    dv = sol.dual_solution.dual_values
-    y[np.asarray(dv.ids, np.int64)] = np.asarray(dv.values)
-    const = float((m.penalty * m.replicas).sum())
-    return xv, y, const + sol.primal_solution.objective_value * MONEY_SCALE
+    highspy is pinned to the HiGHS release that the pinned ortools embeds (pyproject.toml): the
+    two share this process. One thread and a fixed seed keep it deterministic."""
+
+    def __init__(self, m: Model, rows: _LPRows) -> None:
+        import highspy
+
+        self.m, self.rows = m, rows
+        self.h = highspy.Highs()
+        for name, value in (("output_flag", False), ("threads", 1), ("random_seed", 0)):
+            self.h.setOptionValue(name, value)
+        n = rows.n_rows
+        self.h.addRows(n, np.full(n, -highspy.kHighsInf), rows.hi, 0, np.zeros(1, np.int32), np.zeros(0, np.int32),
+                       np.zeros(0))
+        self.cols = np.zeros(0, np.int64)
+        self._optimal = highspy.HighsModelStatus.kOptimal
+
+    def add(self, cols: np.ndarray) -> None:
+        """Add the candidates ``cols`` as columns (none of them may be in the LP already)."""
+        if not len(cols):
+            return
+        m = self.m
+        r, c, v = self.rows.matrix(cols)
+        order = np.lexsort((r, c))
+        r, c, v = r[order], c[order], v[order]
+        starts = np.searchsorted(c, np.arange(len(cols))).astype(np.int32)
+        # The objective in $/h (money units / MONEY_SCALE) keeps HiGHS' tolerances meaningful.
+        obj = (m.cost[cols] - m.penalty[m.cw[cols]]).astype(np.float64) / MONEY_SCALE
+        self.h.addCols(len(cols), obj, np.zeros(len(cols)), m.cap[cols].astype(np.float64), len(v), starts,
+                       r.astype(np.int32), v.astype(np.float64))
+        self.cols = np.concatenate([self.cols, cols])
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(values of the columns in the order added, row duals, optimum in money units)."""
+        self.h.run()
+        status = self.h.getModelStatus()
+        if status != self._optimal:
+            raise PlacementError(f"internal error in the large-instance planner: LP relaxation ended "
+                                 f"{self.h.modelStatusToString(status)}")
+        sol = self.h.getSolution()
+        const = float((self.m.penalty * self.m.replicas).sum())
+        value = const + float(self.h.getInfo().objective_function_value) * MONEY_SCALE
+        return np.asarray(sol.col_value, np.float64), np.asarray(sol.row_dual, np.float64), value
 
 
 def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: float) -> LPResult:
@@ -1175,22 +1191,26 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
     Lagrangian value at the duals (a valid lower bound, computed by ``lagrange``) is within
     ``LP_TOLERANCE`` of the restricted LP's optimum (which is at least the LP's optimum), measured
     above ``floor`` (the penalty of the work no plan can place), when no
-    column prices out, or after ``LP_ROUNDS`` rounds. Deterministic: HiGHS on one thread."""
+    column prices out, or after ``LP_ROUNDS`` rounds. The restricted LP stays in one HiGHS instance
+    between rounds (``_RestrictedLP``). Deterministic: HiGHS on one thread."""
     rows = _LPRows(m)
+    lp = _RestrictedLP(m, rows)
     live = m.cap > 0
     keep = live & ((_rank_in_group(m.cw, m.cost) < LP_FIRST_COLUMNS) | (x_start > 0))
+    added = np.zeros(m.n_c, bool)
     best: LPResult | None = None
     for rnd in range(1, LP_ROUNDS + 1):
-        cols = np.flatnonzero(keep)
-        xv, y, value = _solve_lp(m, rows, cols)
+        lp.add(np.flatnonzero(keep & ~added))
+        added |= keep
+        xv, y, value = lp.solve()
         yw, yb, prices = rows.duals(y)
         rc, _x_rel, lb = lagrange.evaluate(prices)
         x = np.zeros(m.n_c)
-        x[cols] = xv
+        x[lp.cols] = xv
         if best is None or lb > best.bound:
-            best = LPResult(x, prices, value, lb, rnd, len(cols))
+            best = LPResult(x, prices, value, lb, rnd, len(lp.cols))
         else:
-            best = replace(best, x=x, value=min(best.value, value), rounds=rnd, columns=len(cols))
+            best = replace(best, x=x, value=min(best.value, value), rounds=rnd, columns=len(lp.cols))
         # Reduced costs of the LP columns at these duals, in $ (the per-workload rows included).
         red = ((m.cost - m.penalty[m.cw]) / MONEY_SCALE - yw[m.cw] - yb[m.cw] * m.hourly
                + (rc - m.cost) / MONEY_SCALE)
@@ -1237,18 +1257,20 @@ def round_lp(m: Model, x_lp: np.ndarray) -> np.ndarray:
 
 
 def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, det_budget: float, seed: int,
-            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None]
-            ) -> tuple[np.ndarray, int, float, int]:
+            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None],
+            rounds: int | None = None) -> tuple[np.ndarray, int, float, int]:
     """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
-    unplaced replicas while they improve, then one round around contended limits and costly
-    placements, again while that improves; each neighbourhood counts ``NEIGHBOURHOOD_WORK``
-    deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``.
+    unplaced replicas while they improve, then one round around costly placements and contended
+    limits, again while that improves; each neighbourhood counts ``NEIGHBOURHOOD_WORK``
+    deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``, or
+    after ``rounds`` rounds.
     Returns (plan, objective, units spent, neighbourhoods solved so far)."""
     tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
     tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
     det = 0.0
     seeds_phase = True
-    while det < det_budget and gap(obj) > TARGET_GAP:
+    while det < det_budget and gap(obj) > TARGET_GAP and (rounds is None or rounds > 0):
+        rounds = None if rounds is None else rounds - 1
         improved = False
         hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
         for hood in hoods:
@@ -1271,12 +1293,16 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
 
 
 def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
-                progress: Callable[[int, int], None] | None = None) -> ComponentResult:
+                progress: Callable[[int, int], None] | None = None, start: np.ndarray | None = None
+                ) -> ComponentResult:
+    """One large component: the LP relaxation, its rounding, neighbourhood repair and one MIP over
+    every workload's best candidates (module docstring). ``start`` is a feasible first plan (the
+    capacity-aware greedy at cost, when the caller has it already)."""
     t0 = time.perf_counter()
     traj: list[tuple[float, int, int]] = []
     lag = Lagrange(m)
     cost = m.cost.astype(np.float64)
-    x = greedy(m, cost, _order(m, np.zeros(m.n_c, np.int64), cost))
+    x = start.copy() if start is not None else greedy(m, cost, _order(m, np.zeros(m.n_c, np.int64), cost))
     obj = m.objective(x)
 
     def note() -> None:
@@ -1304,18 +1330,6 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     consider(greedy(m, rc, order, Residual(m, xr), xr))
     consider(greedy(m, rc, order))
     note()
-    det = 0.0
-    k = 0
-    if m.n_w <= GLOBAL_MIP_WORKLOADS:
-        # The whole component as one MIP over each workload's few best candidates at the LP's
-        # reduced costs (and those the plan uses): the LP is nearly integral there, so HiGHS closes
-        # most of the rounding's loss at its root.
-        r = mip(m, np.arange(m.n_w, dtype=np.int64), x, GLOBAL_MIP_NODES, rc, GLOBAL_MIP_TOP_K, seed=seed,
-                presolve=False)
-        det += GLOBAL_MIP_WORK
-        if r.objective < obj:
-            x, obj = r.x, r.objective
-            note()
 
     def gap(o: int | None = None) -> float:
         o = obj if o is None else o
@@ -1326,6 +1340,19 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         x, obj = xn, on
         note()
 
+    # One round of neighbourhoods around what the rounding left unplaced: often most of the loss,
+    # within a second or two.
+    x, obj, det, k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to, rounds=1)
+    if m.n_w <= GLOBAL_MIP_WORKLOADS and gap() > TARGET_GAP:
+        # The whole component as one MIP over each workload's few best candidates at the LP's
+        # reduced costs (and those the plan uses): the LP is nearly integral, so HiGHS closes most
+        # of the rounding's loss at its root. Neighbourhoods alone can miss that: a workload the
+        # rounding dropped may need several others moved at once.
+        r = mip(m, np.arange(m.n_w, dtype=np.int64), x, GLOBAL_MIP_NODES, rc, GLOBAL_MIP_TOP_K, seed=seed,
+                presolve=False)
+        det += GLOBAL_MIP_WORK
+        if r.objective < obj:
+            improved_to(r.x, r.objective)
     x, obj, spent, k = _repair(m, x, obj, rc, lag, det_budget - det, seed, k, gap, improved_to)
     det += spent
     if gap() > TARGET_GAP:
@@ -1340,12 +1367,16 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
 
 def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.ndarray, tight_pools: np.ndarray,
                     prices: Prices, seeds_phase: bool) -> list[np.ndarray]:
-    """Sets of workloads to re-optimise together, deterministic: first around the workloads with
-    unplaced replicas (with the workloads holding the offers and pools they would use), then around
-    the most contended offers and pools, and those paying most above their cheapest candidate."""
+    """Sets of workloads to re-optimise together, deterministic: around the workloads with unplaced
+    replicas (with the workloads holding the offers and pools they would use) when ``seeds_phase``;
+    otherwise around the workloads paying most above their cheapest candidate, then the most
+    contended offers and pools."""
     placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
     counts = m.start[1:] - m.start[:-1]
-    short = np.flatnonzero((placed < m.replicas) & (counts > 0))
+    # Workloads that could have more replicas: not those no plan can place (no room at all) nor
+    # those at the most their budget affords.
+    most = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas
+    short = np.flatnonzero((placed < most) & (_room(m) > 0))
     short = short[np.lexsort((short, -m.penalty[short]))]
     holders_o: dict[int, list[int]] = defaultdict(list)
     for c in np.flatnonzero(x).tolist():
@@ -1386,15 +1417,6 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     if seeds_phase:
         return [h for h in out if len(h)]
     out = []
-    for o in tight_offers[:20].tolist():
-        if prices.offer[o] <= 0:
-            break
-        out.append(grow([], [o]))
-    for p in tight_pools[:10].tolist():
-        if prices.pool[p] <= 0:
-            break
-        offers = [o for o in range(len(m.avail)) if p in pools_of[o]]
-        out.append(grow([], offers))
     # Cost: the placed workloads paying most above their cheapest candidate, with the holders of those.
     ne = np.flatnonzero(counts > 0)
     if len(ne):
@@ -1411,6 +1433,15 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
                 s, e = int(m.start[w]), int(m.start[w + 1])
                 offers.extend(int(m.offer[c]) for c in s + np.argsort(m.cost[s:e], kind="stable")[:3])
             out.append(grow(seeds, sorted(set(offers))))
+    for o in tight_offers[:20].tolist():
+        if prices.offer[o] <= 0:
+            break
+        out.append(grow([], [o]))
+    for p in tight_pools[:10].tolist():
+        if prices.pool[p] <= 0:
+            break
+        offers = [o for o in range(len(m.avail)) if p in pools_of[o]]
+        out.append(grow([], offers))
     return [h for h in out if len(h)]
 
 
@@ -1552,12 +1583,13 @@ class Task:
     det: float
     seed: int
     unplaceable: int
+    start: np.ndarray | None = None  # a feasible first plan of a large component
 
 
 def _run_task(task: Task) -> ComponentResult:
     if task.kind == "exact":
         return solve_exact(task.model, task.seed)
-    return solve_large(task.model, task.det, task.seed, task.unplaceable)  # "large" and "part"
+    return solve_large(task.model, task.det, task.seed, task.unplaceable, start=task.start)  # "large", "part"
 
 
 @dataclass
@@ -1640,7 +1672,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
                 split[i][0].append(len(tasks))
                 tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
             continue
-        tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub))))
+        tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub), x[sub.cand_ids].copy())))
     det = 0.0
 
     def merge(ids: list[int], task: Task, r: ComponentResult) -> None:
@@ -1667,7 +1699,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             obj_of[key], bound_of[key] = o, b
             record()
 
-        return solve_large(task.model, task.det, task.seed, task.unplaceable, progress)
+        return solve_large(task.model, task.det, task.seed, task.unplaceable, progress, task.start)
 
     if workers > 1 and len(tasks) > 1:
         # The largest task runs here (reporting progress), the others in workers - 1 fresh processes.
