@@ -28,10 +28,10 @@ workloads. This planner minimises the same objective under the same hard constra
      between rounds, so each re-solve starts from the last basis. The duals are the prices of the
      shared limits. First plans: the capacity-aware greedy at cost, then the LP **rounded down**
      (workloads under their minimum or spread dropped, team spot shares restored) and topped up by
-     the greedy at the LP's reduced costs, and that greedy from scratch. Then one round of
-     neighbourhoods around what the rounding left unplaced, one MIP over the whole component
-     restricted to each workload's best candidates at the LP's reduced costs (components up to
-     ``GLOBAL_MIP_WORKLOADS``), and **neighbourhood repair**: MIPs over a few hundred
+     the greedy at the LP's reduced costs, and that greedy from scratch. Then **neighbourhood
+     repair** on half of the work budget, one MIP over the whole component restricted to each
+     workload's best candidates at the LP's reduced costs (components up to
+     ``GLOBAL_MIP_WORKLOADS``), and repair again on the rest. Neighbourhood repair: MIPs over a few hundred
      workloads (those with unplaced replicas and the workloads holding the offers and pools they
      need; those around the most contended limits; those paying most above their cheapest
      candidate), the rest fixed, accepted only when they improve the plan, until the gap is under
@@ -46,8 +46,9 @@ Components are solved in worker processes when ``PlanOptions.workers`` > 1. Ever
 deterministic (iteration counts, node limits, one thread, fixed seeds, never a time limit), so the
 plan depends neither on machine load nor on the number of worker processes. The work budget is
 ``PlanOptions.max_deterministic_time`` (else the policy's ``solver.max_deterministic_time``), counted
-as ``NEIGHBOURHOOD_WORK`` units per neighbourhood; the plan's ``deterministic_time`` reports the units
-spent.
+in HiGHS simplex iterations of the neighbourhood MIPs (``ITERATIONS_PER_UNIT`` a unit, at least
+``NEIGHBOURHOOD_WORK`` per neighbourhood) and ``GLOBAL_MIP_WORK`` for the whole-component MIP; the
+plan's ``deterministic_time`` reports the units spent.
 
 The reported bound is the sum over components of valid lower bounds (the best Lagrangian value,
 the LP relaxation, the MIP dual bound loosened by its tolerance, or the exact optimum of the
@@ -105,11 +106,13 @@ STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective -
 TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
 NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood
 SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
+FEW_SHORT = 24  # up to this many workloads with unplaced replicas: one neighbourhood each
 NEIGHBOURHOOD_TOP_K = 16  # candidates per freed workload: its cheapest at the final prices + those in use
 NEIGHBOURHOOD_NODES = 200  # branch-and-bound node limit of a neighbourhood model
 REGRET_SEEDS = 40  # placed workloads paying most above their cheapest candidate, per neighbourhood
 REGRET_BLOCKS = 10
-NEIGHBOURHOOD_WORK = 0.5  # deterministic work units one neighbourhood counts against the budget
+ITERATIONS_PER_UNIT = 2_400  # HiGHS simplex iterations counted as one deterministic work unit
+NEIGHBOURHOOD_WORK = 0.5  # deterministic work units one neighbourhood counts at least
 GLOBAL_MIP_WORKLOADS = 20_000  # components up to this many workloads get one MIP over their best candidates
 GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduced costs, 2 cheapest, those in use
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
@@ -858,16 +861,17 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     if top_k is None and math.isfinite(dual):
         # The solver's bound, in $/h, back to money units, loosened by its tolerances.
         bound = fixed + const + math.floor(dual * MONEY_SCALE - 1e-6 * abs(dual * MONEY_SCALE) - 1)
+    work = result.solve_stats.simplex_iterations / ITERATIONS_PER_UNIT  # deterministic, unlike seconds
     if not result.solutions or not result.solutions[0].primal_solution.variable_values.ids:
-        return SubResult(x, m.objective(x), bound, "NOSOLUTION", 0.0)
+        return SubResult(x, m.objective(x), bound, "NOSOLUTION", work)
     vals = result.solutions[0].primal_solution.variable_values
     xn = xf.copy()
     got = dict(zip(vals.ids, vals.values, strict=True))
     for j, c in enumerate(var_c):
         xn[c] = round(got.get(j, 0.0))
     if check(m, xn):
-        return SubResult(x, m.objective(x), bound, "ROUNDING", 0.0)
-    return SubResult(xn, m.objective(xn), bound, "FEASIBLE", 0.0)
+        return SubResult(x, m.objective(x), bound, "ROUNDING", work)
+    return SubResult(xn, m.objective(xn), bound, "FEASIBLE", work)
 
 
 # ==================================================================================================
@@ -1261,7 +1265,8 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
             rounds: int | None = None) -> tuple[np.ndarray, int, float, int]:
     """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
     unplaced replicas while they improve, then one round around costly placements and contended
-    limits, again while that improves; each neighbourhood counts ``NEIGHBOURHOOD_WORK``
+    limits, again while that improves; each neighbourhood counts its HiGHS simplex iterations
+    (``ITERATIONS_PER_UNIT`` a unit), at least ``NEIGHBOURHOOD_WORK``
     deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``, or
     after ``rounds`` rounds.
     Returns (plan, objective, units spent, neighbourhoods solved so far)."""
@@ -1277,7 +1282,7 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
             if det >= det_budget or gap(obj) <= TARGET_GAP:
                 break
             r = mip(m, hood, x, NEIGHBOURHOOD_NODES, rc, NEIGHBOURHOOD_TOP_K, seed=seed + k)
-            det += NEIGHBOURHOOD_WORK
+            det += max(NEIGHBOURHOOD_WORK, r.det_time)
             k += 1
             if r.objective < obj:
                 x, obj = r.x, r.objective
@@ -1340,14 +1345,16 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         x, obj = xn, on
         note()
 
-    # One round of neighbourhoods around what the rounding left unplaced: often most of the loss,
-    # within a second or two.
-    x, obj, det, k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to, rounds=1)
-    if m.n_w <= GLOBAL_MIP_WORKLOADS and gap() > TARGET_GAP:
+    # Neighbourhood repair first, on half of the budget (the whole-component MIP's share aside): it
+    # puts back most of what the rounding dropped within seconds.
+    global_mip = m.n_w <= GLOBAL_MIP_WORKLOADS
+    first = max(0.0, det_budget - (GLOBAL_MIP_WORK if global_mip else 0.0)) / 2
+    x, obj, det, k = _repair(m, x, obj, rc, lag, first, seed, 0, gap, improved_to)
+    if global_mip and gap() > TARGET_GAP:
         # The whole component as one MIP over each workload's few best candidates at the LP's
         # reduced costs (and those the plan uses): the LP is nearly integral, so HiGHS closes most
-        # of the rounding's loss at its root. Neighbourhoods alone can miss that: a workload the
-        # rounding dropped may need several others moved at once.
+        # of what the neighbourhoods leave at its root (they stall where a dropped workload needs
+        # many others moved at once).
         r = mip(m, np.arange(m.n_w, dtype=np.int64), x, GLOBAL_MIP_NODES, rc, GLOBAL_MIP_TOP_K, seed=seed,
                 presolve=False)
         det += GLOBAL_MIP_WORK
@@ -1405,8 +1412,11 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
         ws = list(chosen)[:NEIGHBOURHOOD_WORKLOADS]
         return np.asarray(sorted(ws), np.int64)
 
-    for i in range(0, len(short), SEEDS_PER_NEIGHBOURHOOD):
-        seeds = short[i:i + SEEDS_PER_NEIGHBOURHOOD].tolist()
+    # Few workloads left short: one neighbourhood each, so that all the room around one goes to it
+    # (a dropped all-or-nothing workload may need every holder of its offers moved at once).
+    per = SEEDS_PER_NEIGHBOURHOOD if len(short) > FEW_SHORT else 1
+    for i in range(0, len(short), per):
+        seeds = short[i:i + per].tolist()
         offers: list[int] = []
         for w in seeds:
             s, e = int(m.start[w]), int(m.start[w + 1])
@@ -1542,38 +1552,27 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
 
 
 def components(m: Model) -> list[np.ndarray]:
-    """Workloads linked by limited offers, pools and team rules; sorted lists of workload indices."""
+    """Workloads linked by limited offers, pools and team rules; sorted lists of workload indices,
+    ordered by their first workload. Connected components of the graph of workloads, offers, pools
+    and teams (SciPy's ``connected_components`` on a sparse adjacency matrix)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n_w, n_o, n_p, n_t = m.n_w, len(m.avail), len(m.pool_limit), len(m.team_budget)
     lim = (m.avail[m.offer] >= 0) | (m.pool_start[m.offer + 1] > m.pool_start[m.offer])
-    a = [m.cw[lim], m.offer[lim] + n_w]
     b_o = np.repeat(np.arange(n_o, dtype=np.int64), m.pool_start[1:] - m.pool_start[:-1])
-    a2 = [b_o + n_w, m.pool_id + n_w + n_o]
     has_t = m.team >= 0
-    a3 = [np.flatnonzero(has_t).astype(np.int64), m.team[has_t] + n_w + n_o + n_p]
-    u = np.concatenate([a[0], a2[0], a3[0]])
-    v = np.concatenate([a[1], a2[1], a3[1]])
+    u = np.concatenate([m.cw[lim], b_o + n_w, np.flatnonzero(has_t).astype(np.int64)])
+    v = np.concatenate([m.offer[lim] + n_w, m.pool_id + n_w + n_o, m.team[has_t] + n_w + n_o + n_p])
     n = n_w + n_o + n_p + n_t
-    label = np.arange(n, dtype=np.int64)
-    if len(u):
-        keys = np.unique(u * n + v)
-        u, v = keys // n, keys % n
-        while True:
-            lo = np.minimum(label[u], label[v])
-            new = label.copy()
-            np.minimum.at(new, u, lo)
-            np.minimum.at(new, v, lo)
-            while True:
-                jumped = new[new]
-                if np.array_equal(jumped, new):
-                    break
-                new = jumped
-            if np.array_equal(new, label):
-                break
-            label = new
+    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n)).tocsr()
+    _count, label = connected_components(graph, directed=False)
     wl = label[:n_w]
     order = np.argsort(wl, kind="stable")
     cuts = np.flatnonzero(np.diff(wl[order])) + 1
-    return [np.sort(g) for g in np.split(order, cuts)]
+    groups = [np.sort(g) for g in np.split(order, cuts)]
+    groups.sort(key=lambda g: int(g[0]))
+    return groups
 
 
 @dataclass

@@ -259,6 +259,46 @@ def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> Non
     assert (lp.x <= m.cap + 1e-6).all() and (lp.x >= -1e-9).all()
 
 
+@pytest.mark.parametrize("variant", ["budgets", "tight", "spot"])
+def test_components_are_the_connected_workloads(variant: str) -> None:
+    s = generate(47, 160, 50, variant)
+    m = _model(s)
+    comps = scale.components(m)
+    # reference: union-find over workload -- limited offer / pool / team links
+    parent = list(range(m.n_w))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    owner: dict[tuple[str, int], int] = {}
+
+    def link(w: int, key: tuple[str, int]) -> None:
+        if key in owner:
+            parent[find(w)] = find(owner[key])
+        else:
+            owner[key] = w
+
+    for c in range(m.n_c):
+        w, o = int(m.cw[c]), int(m.offer[c])
+        if m.avail[o] >= 0:
+            link(w, ("o", o))
+        for p in m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist():
+            link(w, ("p", p))
+    for w in range(m.n_w):
+        if m.team[w] >= 0:
+            link(w, ("t", int(m.team[w])))
+    expected: dict[int, list[int]] = {}
+    for w in range(m.n_w):
+        expected.setdefault(find(w), []).append(w)
+    assert sorted(map(tuple, expected.values())) == [tuple(g.tolist()) for g in comps]
+    if variant == "budgets":
+        assert len(comps) > 1  # this one does decompose
+    assert [int(g[0]) for g in comps] == sorted(int(g[0]) for g in comps)
+
+
 def test_restricted_lp_with_columns_added_between_solves_matches_a_fresh_solve() -> None:
     s = generate(43, 150, 50, "tight")
     m = _model(s)
