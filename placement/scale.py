@@ -1261,21 +1261,19 @@ def round_lp(m: Model, x_lp: np.ndarray) -> np.ndarray:
 
 
 def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, det_budget: float, seed: int,
-            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None],
-            rounds: int | None = None) -> tuple[np.ndarray, int, float, int]:
+            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None]
+            ) -> tuple[np.ndarray, int, float, int]:
     """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
     unplaced replicas while they improve, then one round around costly placements and contended
     limits, again while that improves; each neighbourhood counts its HiGHS simplex iterations
     (``ITERATIONS_PER_UNIT`` a unit), at least ``NEIGHBOURHOOD_WORK``
-    deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``, or
-    after ``rounds`` rounds.
+    deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``.
     Returns (plan, objective, units spent, neighbourhoods solved so far)."""
     tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
     tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
     det = 0.0
     seeds_phase = True
-    while det < det_budget and gap(obj) > TARGET_GAP and (rounds is None or rounds > 0):
-        rounds = None if rounds is None else rounds - 1
+    while det < det_budget and gap(obj) > TARGET_GAP:
         improved = False
         hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
         for hood in hoods:
