@@ -67,6 +67,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from placement.candidates import (
     Candidate,
@@ -1553,9 +1555,6 @@ def components(m: Model) -> list[np.ndarray]:
     """Workloads linked by limited offers, pools and team rules; sorted lists of workload indices,
     ordered by their first workload. Connected components of the graph of workloads, offers, pools
     and teams (SciPy's ``connected_components`` on a sparse adjacency matrix)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n_w, n_o, n_p, n_t = m.n_w, len(m.avail), len(m.pool_limit), len(m.team_budget)
     lim = (m.avail[m.offer] >= 0) | (m.pool_start[m.offer + 1] > m.pool_start[m.offer])
     b_o = np.repeat(np.arange(n_o, dtype=np.int64), m.pool_start[1:] - m.pool_start[:-1])
