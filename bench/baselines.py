@@ -16,8 +16,8 @@ Model (the engine's, see placement/solver.py), for workload w, candidate c, offe
     sum_{c on o in p} nodes_c * per_node(o, p) x_c <= limit_p      (shared pools)
     sum_{c of t} cost_c x_c <= budget_t;  sum_{c of t} (1000 spot_c - share_t) gpus_c x_c <= 0
 
-This module imports neither ortools nor highspy at import time: HiGHS must run in a process without
-ortools (the two clash), and the greedy methods need neither.
+This module imports neither ortools nor highspy at import time: the HiGHS baselines run in processes
+of their own, apart from the engine, and the greedy methods need neither.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 Each measured run is a subprocess of this file (``--worker KIND``) so that peak RSS
 (``resource.getrusage``) belongs to that run alone, a run that overshoots its budget can be killed,
-and HiGHS (highspy) never shares a process with ortools (the two clash). Raw results go to
+and the HiGHS baselines (highspy, 2 threads) never share a process with the engine. Raw results go to
 ``bench/out/`` (git-ignored); ``bench/RESULTS.md`` is rebuilt from them. See bench/README.md.
 """
 
