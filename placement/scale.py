@@ -33,8 +33,8 @@ workloads. This planner minimises the same objective under the same hard constra
      workload's best candidates at the LP's reduced costs (components up to
      ``GLOBAL_MIP_WORKLOADS``), and repair again on the rest. Neighbourhood repair: MIPs over a few hundred
      workloads (those with unplaced replicas and the workloads holding the offers and pools they
-     need; those around the most contended limits; those paying most above their cheapest
-     candidate), the rest fixed, accepted only when they improve the plan, until the gap is under
+     need; those paying most above their cheapest candidate; those around the most contended
+     limits), the rest fixed, accepted only when they improve the plan, until the gap is under
      ``TARGET_GAP`` or the work budget is spent. A few subgradient steps from the LP's prices
      may then lift the bound above the LP's.
 4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
