@@ -201,6 +201,13 @@ class Model:
         out: np.ndarray = np.where(share >= 0, coef, 0)
         return out
 
+    def most_replicas(self) -> np.ndarray:
+        """Per workload, the most replicas it can have: its replicas, capped by what its budget
+        affords where ``build_model`` computed that (``most``). A new array."""
+        if len(self.most) == self.n_w:
+            return np.minimum(self.replicas, self.most)
+        return self.replicas.copy()
+
     def objective(self, x: np.ndarray) -> int:
         placed = np.bincount(self.cw, weights=x, minlength=self.n_w).astype(np.int64)
         return int((self.cost * x).sum() + (self.penalty * (self.replicas - placed)).sum())
@@ -431,7 +438,7 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     if not len(groups):
         return x, float((m.penalty * m.replicas).sum())
     cur = rc.astype(np.float64).copy()
-    need = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas.copy()
+    need = m.most_replicas()
     rounds_c: list[np.ndarray] = []  # per round, per workload: candidate taken (-1 none)
     rounds_n: list[np.ndarray] = []
     rounds_v: list[np.ndarray] = []
@@ -1062,7 +1069,7 @@ class _LPRows:
         self.t_share = np.flatnonzero(m.team_share >= 0)
         n += len(self.t_share)
         self.n_rows = n
-        most = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas
+        most = m.most_replicas()
         self.hi = np.concatenate([most[self.w_rows], m.budget[self.b_rows], m.avail[self.o_rows], m.pool_limit,
                                   m.team_budget[self.t_budget], np.zeros(len(self.t_share), np.int64)]).astype(np.float64)
 
@@ -1382,8 +1389,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     counts = m.start[1:] - m.start[:-1]
     # Workloads that could have more replicas: not those no plan can place (no room at all) nor
     # those at the most their budget affords.
-    most = np.minimum(m.replicas, m.most) if len(m.most) == m.n_w else m.replicas
-    short = np.flatnonzero((placed < most) & (_room(m) > 0))
+    short = np.flatnonzero((placed < m.most_replicas()) & (_room(m) > 0))
     short = short[np.lexsort((short, -m.penalty[short]))]
     holders_o: dict[int, list[int]] = defaultdict(list)
     for c in np.flatnonzero(x).tolist():
