@@ -13,7 +13,10 @@ workloads. This planner minimises the same objective under the same hard constra
    many replicas it can have at all (``affordable``).
 3. **Decompose** into independent components: workloads linked through the limits they share
    (offers with limited availability, capacity pools, team budgets and spot shares). Offers without
-   a limit link nothing. Per component, cheapest first:
+   a limit link nothing. Above ``PRUNE_MIN_CANDIDATES`` candidates (hundreds per workload), the
+   workloads of the large components keep their ``PRUNE_KEEP`` cheapest candidates (``prune``);
+   the relaxations may still place their replicas at the cheapest price dropped, without using any
+   shared limit, so every bound stays valid for the whole candidate set. Per component, cheapest first:
    - the relaxation without shared limits, budgets and spread (every workload on its cheapest
      candidates, all-or-nothing kept): when its solution keeps every hard constraint it is optimal;
    - small components: one exact model (several small components share one), solved by HiGHS'
@@ -122,6 +125,9 @@ GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
+PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune``):
+PRUNE_COMPONENT_CANDIDATES = 1_000_000  # the workloads of components with more candidates than this
+PRUNE_KEEP = 128  # keep this many cheapest candidates each
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -171,6 +177,9 @@ class Model:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived lists, built once
     workload_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # global workload index
     cand_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # global candidate index
+    # Per workload, a lower bound on the objective per replica of the candidates ``prune`` dropped
+    # (inf: none dropped; empty: the model was never pruned). Only the relaxations use it.
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -354,8 +363,53 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
         cache={}, most=m.most[wsel], start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=local, offer=m.offer[csel], cap=m.cap[csel],
         cost=m.cost[csel], hourly=m.hourly[csel], nodes=m.nodes[csel], gpus=m.gpus[csel], spot=m.spot[csel],
         provider=m.provider[csel], region=m.region[csel], workload_ids=m.workload_ids[wsel],
-        cand_ids=m.cand_ids[csel],
+        cand_ids=m.cand_ids[csel], dropped=m.dropped[wsel] if len(m.dropped) else m.dropped,
     )
+
+
+def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np.ndarray]:
+    """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
+    cheapest (and, for spread workloads, 4 times as many), and further until they can hold every
+    replica the workload may have; other workloads, and those of teams with a spot-share rule, keep
+    all theirs. Each pruned workload's
+    ``dropped`` is the cheapest objective per replica it lost: the relaxations (``relaxed_solution``,
+    the LP) may place replicas at that price on a candidate that uses no shared limit, so their
+    bounds stay valid for the unpruned model, while every plan uses kept candidates only.
+
+    Returns (pruned model with candidate ids renumbered 0.., positions of the kept candidates in
+    ``m``)."""
+    sel = np.zeros(m.n_w, bool)
+    sel[wsel] = True
+    if len(m.team_share):
+        # A team's spot-share price lowers the reduced cost of its on-demand candidates below their
+        # cost, so the cheapest cost dropped would not bound them: those workloads keep everything.
+        sel &= ~((m.team >= 0) & (m.team_share[np.maximum(m.team, 0)] >= 0))
+    rank = _rank_in_group(m.cw, m.cost)
+    spread = (m.min_providers > 1) | (m.min_regions > 1)
+    k = np.where(spread, 4 * keep_per_workload, keep_per_workload)
+    keep = ~sel[m.cw] | (rank < k[m.cw])
+    # Enough room for every replica the workload may have, at zero prices: there the pruned
+    # relaxation equals the unpruned one.
+    order = np.lexsort((rank, m.cw))
+    cum = np.cumsum(m.cap[order])
+    first = m.start[m.cw[order]]
+    before = cum - m.cap[order] - np.where(first > 0, cum[np.maximum(first - 1, 0)], 0)
+    keep[order[before < m.most_replicas()[m.cw[order]]]] = True
+    cut = ~keep & (m.cap > 0)
+    dropped = np.full(m.n_w, np.inf) if not len(m.dropped) else m.dropped.astype(np.float64).copy()
+    if cut.any():
+        lost = np.full(m.n_w, np.inf)
+        np.minimum.at(lost, m.cw[cut], m.cost[cut].astype(np.float64))
+        dropped = np.minimum(dropped, lost)
+    kept = np.flatnonzero(keep)
+    counts = np.bincount(m.cw[kept], minlength=m.n_w)
+    out = replace(
+        m, cache={}, start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=m.cw[kept], offer=m.offer[kept],
+        cap=m.cap[kept], cost=m.cost[kept], hourly=m.hourly[kept], nodes=m.nodes[kept], gpus=m.gpus[kept],
+        spot=m.spot[kept], provider=m.provider[kept], region=m.region[kept],
+        cand_ids=np.arange(len(kept), dtype=np.int64), dropped=dropped,
+    )
+    return out, kept
 
 
 def _pool_matrix(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -429,7 +483,8 @@ def _group_first_min(values: np.ndarray, starts: np.ndarray, counts: np.ndarray)
 
 def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     """Each workload's own optimum at reduced costs ``rc`` (money per replica): candidate caps and
-    all-or-nothing down to min_replicas kept, budgets, spread and shared limits dropped.
+    all-or-nothing down to min_replicas kept, budgets, spread and shared limits dropped. On a pruned
+    model (``prune``) a workload may also place replicas at its ``dropped`` price; ``x`` leaves them out.
 
     Returns (x, sum over workloads of (its optimum + penalty x replicas))."""
     x = np.zeros(m.n_c, np.int64)
@@ -444,6 +499,7 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     rounds_v: list[np.ndarray] = []
     active = groups
     cand_idx = np.arange(m.n_c, dtype=np.int64)
+    pruned = len(m.dropped) > 0
     while len(active):
         counts = counts_all[active]
         starts_local = np.r_[0, np.cumsum(counts)[:-1]]
@@ -452,6 +508,13 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
         n_of = np.zeros(m.n_w, np.int64)
         v_of = np.full(m.n_w, np.inf)
         ok = np.isfinite(gmin)
+        if pruned:  # the candidates prune() dropped, as one without limits (c_of -1), where cheaper
+            lost = m.dropped[active]
+            virtual = lost < gmin
+            ok &= ~virtual
+            wv = active[virtual]
+            n_of[wv], v_of[wv] = need[wv], lost[virtual]
+            need[wv] = 0
         wa, ca = active[ok], cand_idx[first[ok]]
         take = np.minimum(m.cap[ca], need[wa])
         c_of[wa], n_of[wa], v_of[wa] = ca, take, gmin[ok]
@@ -487,7 +550,7 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     for c_of, n_of, v_of in zip(rounds_c, rounds_n, rounds_v, strict=True):
         use = np.clip(k - got, 0, n_of)
         sel = use > 0
-        x[c_of[sel]] += use[sel]
+        x[c_of[sel & (c_of >= 0)]] += use[sel & (c_of >= 0)]
         value += np.where(sel, use * (np.where(np.isfinite(v_of), v_of, 0.0) - pen), 0.0)
         got += use
     return x, float(value.sum())
@@ -1165,6 +1228,18 @@ class _RestrictedLP:
                        np.zeros(0))
         self.cols = np.zeros(0, np.int64)
         self._optimal = highspy.HighsModelStatus.kOptimal
+        # On a pruned model, one column per workload for the candidates prune() dropped: its row
+        # only (replicas), at the cheapest price dropped, so that the LP stays a relaxation of the
+        # unpruned one. These columns come first.
+        self.n_virtual = 0
+        if len(m.dropped):
+            w = rows.w_rows[m.dropped[rows.w_rows] < m.penalty[rows.w_rows]]
+            if len(w):
+                obj = (m.dropped[w] - m.penalty[w]) / MONEY_SCALE
+                pos = np.searchsorted(rows.w_rows, w).astype(np.int32)
+                self.h.addCols(len(w), obj, np.zeros(len(w)), rows.hi[pos], len(w),
+                               np.arange(len(w), dtype=np.int32), pos, np.ones(len(w)))
+                self.n_virtual = len(w)
 
     def add(self, cols: np.ndarray) -> None:
         """Add the candidates ``cols`` as columns (none of them may be in the LP already)."""
@@ -1191,7 +1266,8 @@ class _RestrictedLP:
         sol = self.h.getSolution()
         const = float((self.m.penalty * self.m.replicas).sum())
         value = const + float(self.h.getInfo().objective_function_value) * MONEY_SCALE
-        return np.asarray(sol.col_value, np.float64), np.asarray(sol.row_dual, np.float64), value
+        return (np.asarray(sol.col_value, np.float64)[self.n_virtual:], np.asarray(sol.row_dual, np.float64),
+                value)
 
 
 def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: float) -> LPResult:
@@ -1354,7 +1430,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
 
     # Neighbourhood repair first, on half of the budget (the whole-component MIP's share aside): it
     # puts back most of what the rounding dropped within seconds.
-    global_mip = m.n_w <= GLOBAL_MIP_WORKLOADS
+    global_mip = m.n_w <= GLOBAL_MIP_WORKLOADS and det_budget >= GLOBAL_MIP_WORK
     first = max(0.0, det_budget - (GLOBAL_MIP_WORK if global_mip else 0.0)) / 2
     x, obj, det, k = _repair(m, x, obj, rc, lag, first, seed, 0, gap, improved_to)
     if global_mip and gap() > TARGET_GAP:
@@ -1610,9 +1686,18 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     t0 = time.perf_counter()
     traj = trajectory if trajectory is not None else []
     # 0. The relaxation at cost: optimal wherever it keeps every constraint of its component.
+    comps = components(m)
+    n_full = m.n_c
+    kept: np.ndarray | None = None
+    if m.n_c > PRUNE_MIN_CANDIDATES:
+        # Hundreds of candidates per workload: the large components keep each workload's cheapest
+        # (their relaxations account for the rest, so the bound stays valid).
+        big = [ws for ws in comps if int((m.start[ws + 1] - m.start[ws]).sum()) > PRUNE_COMPONENT_CANDIDATES]
+        if big:
+            m, kept = prune(m, np.concatenate(big), PRUNE_KEEP)
+            comps = components(m)
     rc0 = m.cost.astype(np.float64)
     x0, _ = relaxed_solution(m, rc0)
-    comps = components(m)
     x = np.zeros(m.n_c, np.int64)
     obj_of: dict[int, int] = {}
     bound_of: dict[int, int] = {}
@@ -1628,7 +1713,9 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             obj_of[i] = bound_of[i] = sub.objective(xs)
             continue
         subs[i] = sub
-        (exact if sub.n_c <= EXACT_MAX_CANDIDATES else large).append(i)
+        # A pruned component's exact model would bound only its kept candidates: its relaxations do better.
+        pruned = len(sub.dropped) > 0 and bool(np.isfinite(sub.dropped).any())
+        (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not pruned else large).append(i)
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
     for i in exact + large:
         sub = subs[i]
@@ -1736,6 +1823,10 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         record()
     obj = m.objective(x)
     bound = min(obj, sum(bound_of.values()))
+    if kept is not None:  # back to the candidates of the unpruned model
+        full = np.zeros(n_full, np.int64)
+        full[kept] = x
+        x = full
     return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
 
 

@@ -422,3 +422,55 @@ def test_a_workload_whose_candidates_cannot_hold_its_minimum_is_unplaceable() ->
     m.replicas[w] = max(int(m.replicas[w]), room[w] + 1)
     assert scale.unplaceable(m)[w]
     assert scale.fixed_penalty(m) >= 0
+
+
+@pytest.mark.parametrize("variant", ["tight", "budgets", "spread", "spot"])
+def test_pruned_relaxations_stay_below_the_unpruned_ones(variant: str) -> None:
+    s = generate(31, 90, 36, variant)
+    m = _model(s)
+    pm, kept = scale.prune(m, np.arange(m.n_w), 2)
+    assert pm.n_c < m.n_c and (np.diff(kept) > 0).all()
+    assert (pm.cost == m.cost[kept]).all() and (pm.offer == m.offer[kept]).all() and (m.cw[kept] == pm.cw).all()
+    spot_team = (m.team >= 0) & (m.team_share[np.maximum(m.team, 0)] >= 0) if len(m.team_share) else \
+        np.zeros(m.n_w, bool)
+    counts = np.diff(pm.start)
+    assert (counts[spot_team] == np.diff(m.start)[spot_team]).all()  # spot-share teams keep every candidate
+    # at zero prices the pruned relaxation is the unpruned one (the kept candidates hold every replica)
+    _, v_full = scale.relaxed_solution(m, m.cost.astype(np.float64))
+    _, v_pruned = scale.relaxed_solution(pm, pm.cost.astype(np.float64))
+    assert v_pruned == pytest.approx(v_full)
+    # at any prices the pruned Lagrangian value is a lower bound of the unpruned one
+    rng = np.random.default_rng(3)
+    full, pruned = scale.Lagrange(m), scale.Lagrange(pm)
+    for _ in range(5):
+        p = scale.Prices(rng.uniform(0, 4e4, len(m.avail)), rng.uniform(0, 2e4, len(m.pool_limit)),
+                         rng.uniform(0, 0.3, len(m.team_budget)), rng.uniform(0, 30, len(m.team_share)))
+        assert pruned.evaluate(p)[2] <= full.evaluate(p)[2] + 1e-6 * abs(full.evaluate(p)[2])
+    # the LP of the pruned model bounds the unpruned model's integer optimum
+    cost = pm.cost.astype(np.float64)
+    x = scale.greedy(pm, cost, scale._order(pm, np.zeros(pm.n_c, np.int64), cost))
+    lp = scale.lp_relaxation(pm, x, scale.Lagrange(pm), float(scale.fixed_penalty(pm)))
+    optimum, _ = _exact_objective(s)
+    assert lp.bound / scale.MONEY_SCALE <= optimum + 1e-3
+
+
+def test_a_pruned_model_gives_a_feasible_plan_with_a_valid_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "PRUNE_MIN_CANDIDATES", 0)
+    monkeypatch.setattr(scale, "PRUNE_COMPONENT_CANDIDATES", 0)
+    monkeypatch.setattr(scale, "PRUNE_KEEP", 2)
+    pruned: list[int] = []
+    prune = scale.prune
+
+    def counted(m: scale.Model, wsel: np.ndarray, k: int) -> tuple[scale.Model, np.ndarray]:
+        out = prune(m, wsel, k)
+        pruned.append(m.n_c - out[0].n_c)
+        return out
+
+    monkeypatch.setattr(scale, "prune", counted)
+    s = generate(47, 150, 40, "tight")
+    plan = _scale_plan(s, det=2.0)
+    assert pruned and pruned[0] > 0
+    assert verify_plan(plan, s) == []
+    optimum, _ = _exact_objective(s)
+    assert plan.solver.best_bound <= plan.solver.objective + 1e-6
+    assert plan.solver.best_bound <= optimum + 1e-3
