@@ -125,6 +125,7 @@ GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
+POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
 PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune``):
 PRUNE_COMPONENT_CANDIDATES = 1_000_000  # the workloads of components with more candidates than this
 PRUNE_KEEP = 128  # keep this many cheapest candidates each
@@ -402,14 +403,19 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
         np.minimum.at(lost, m.cw[cut], m.cost[cut].astype(np.float64))
         dropped = np.minimum(dropped, lost)
     kept = np.flatnonzero(keep)
+    out = replace(_keep_candidates(m, keep), cand_ids=np.arange(len(kept), dtype=np.int64), dropped=dropped)
+    return out, kept
+
+
+def _keep_candidates(m: Model, keep: np.ndarray) -> Model:
+    """The model with only the candidates ``keep`` (a mask); ``cand_ids`` still name the originals."""
+    kept = np.flatnonzero(keep)
     counts = np.bincount(m.cw[kept], minlength=m.n_w)
-    out = replace(
+    return replace(
         m, cache={}, start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=m.cw[kept], offer=m.offer[kept],
         cap=m.cap[kept], cost=m.cost[kept], hourly=m.hourly[kept], nodes=m.nodes[kept], gpus=m.gpus[kept],
-        spot=m.spot[kept], provider=m.provider[kept], region=m.region[kept],
-        cand_ids=np.arange(len(kept), dtype=np.int64), dropped=dropped,
+        spot=m.spot[kept], provider=m.provider[kept], region=m.region[kept], cand_ids=m.cand_ids[kept],
     )
-    return out, kept
 
 
 def _pool_matrix(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1562,14 +1568,25 @@ def _split(total: np.ndarray, demand: np.ndarray) -> np.ndarray:
     return out
 
 
-def pop_parts(m: Model, k: int) -> list[Model]:
+def pop_parts(m: Model, k: int, by_offer: bool = False) -> list[Model]:
     """The component split into ``k`` parts (POP, SOSP 2021): workloads dealt round-robin within
     each team, each part a model of its own workloads with a share of every offer's availability,
     every pool and every team budget in proportion to what its workloads could use of it. Any
-    plans of the parts add up to a plan of the whole that keeps every limit."""
+    plans of the parts add up to a plan of the whole that keeps every limit.
+
+    ``by_offer``: the offers with limited availability are dealt round-robin too, each whole to
+    one part, and a part's workloads keep only their candidates on its own offers and on unlimited
+    ones. Splitting an availability of a few instances k ways leaves no part room for a multi-node
+    replica; dealing whole offers keeps it."""
     order = np.lexsort((np.arange(m.n_w), m.team))
     part = np.empty(m.n_w, np.int64)
     part[order] = np.arange(m.n_w) % k
+    if by_offer:
+        limited = np.flatnonzero(m.avail >= 0)
+        o_part = np.full(len(m.avail), -1, np.int64)
+        o_part[limited] = np.arange(len(limited)) % k
+        op = o_part[m.offer]
+        m = _keep_candidates(m, (op < 0) | (op == part[m.cw]))
     pc = part[m.cw]
     use = m.cap * m.nodes
     n_o, n_p, n_t = len(m.avail), len(m.pool_limit), len(m.team_budget)
@@ -1604,7 +1621,10 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
     lag.evaluate_and_keep(lag.prices)  # zero prices
     mean = lag.prices
     if prices:
-        mean = Prices(np.mean([p.offer for p in prices], axis=0), np.mean([p.pool for p in prices], axis=0),
+        # Offers dealt whole to one part (pop_parts by_offer) are priced by that part alone (the
+        # others price them 0); shared ones at the parts' mean.
+        offer = np.sum([p.offer for p in prices], axis=0) if POP_BY_OFFER else np.mean([p.offer for p in prices], axis=0)
+        mean = Prices(offer, np.mean([p.pool for p in prices], axis=0),
                       np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
     lag.prices = mean
     rc, x_rel, _ = lag.evaluate_and_keep(mean)
@@ -1757,7 +1777,8 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         if sub.n_w > POP_MAX_WORKLOADS:
             k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
             split[i] = ([], x[sub.cand_ids].copy())
-            for part in pop_parts(sub, k):
+            x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
+            for part in pop_parts(sub, k, POP_BY_OFFER):
                 split[i][0].append(len(tasks))
                 tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
             continue

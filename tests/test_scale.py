@@ -367,11 +367,23 @@ def test_greedy_tops_up_a_partial_plan_without_exceeding_replicas() -> None:
     assert placed_again.sum() >= placed.sum()
 
 
-def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan() -> None:
+@pytest.mark.parametrize("by_offer", [False, True])
+def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan(by_offer: bool) -> None:
     s = generate(43, 240, 50, "spot")
     m = _model(s)
-    parts = scale.pop_parts(m, 3)
+    parts = scale.pop_parts(m, 3, by_offer)
     assert sorted(np.concatenate([p.workload_ids for p in parts]).tolist()) == list(range(m.n_w))
+    for p in parts:  # a part's candidates are candidates of its workloads, unchanged
+        assert (m.cw[p.cand_ids] == p.workload_ids[p.cw]).all() and (m.cost[p.cand_ids] == p.cost).all()
+    if by_offer:
+        # every limited offer is in at most one part's candidates, and that part has all of it
+        owners = [set(p.offer[m.avail[p.offer] >= 0].tolist()) for p in parts]
+        assert all(not (owners[i] & owners[j]) for i in range(3) for j in range(i + 1, 3))
+        for p, own in zip(parts, owners, strict=True):
+            assert all(p.avail[o] == m.avail[o] for o in own)
+        assert sum(p.n_c for p in parts) < m.n_c
+    else:
+        assert sum(p.n_c for p in parts) == m.n_c
     for field in ("avail", "pool_limit", "team_budget"):
         total = getattr(m, field)
         shares = np.stack([getattr(p, field) for p in parts])
@@ -388,16 +400,19 @@ def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan() -> None:
     assert scale.check(m, x) == []
 
 
-def test_split_components_give_a_feasible_plan_with_a_valid_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("by_offer", [False, True])
+def test_split_components_give_a_feasible_plan_with_a_valid_bound(by_offer: bool, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    monkeypatch.setattr(scale, "POP_BY_OFFER", by_offer)
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
     monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
     monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
     calls: list[int] = []
     split = scale.pop_parts
 
-    def counted(m: scale.Model, k: int) -> list[scale.Model]:
+    def counted(m: scale.Model, k: int, by_offer: bool = False) -> list[scale.Model]:
         calls.append(k)
-        return split(m, k)
+        return split(m, k, by_offer)
 
     monkeypatch.setattr(scale, "pop_parts", counted)
     s = generate(47, 150, 40, "tight")
