@@ -219,8 +219,10 @@ class Model:
         return self.replicas.copy()
 
     def objective(self, x: np.ndarray) -> int:
-        placed = np.bincount(self.cw, weights=x, minlength=self.n_w).astype(np.int64)
-        return int((self.cost * x).sum() + (self.penalty * (self.replicas - placed)).sum())
+        nz = np.flatnonzero(x)
+        xv = x[nz]
+        placed = np.bincount(self.cw[nz], weights=xv, minlength=self.n_w).astype(np.int64)
+        return int((self.cost[nz] * xv).sum() + (self.penalty * (self.replicas - placed)).sum())
 
 
 def _money(values: np.ndarray) -> np.ndarray:
@@ -426,42 +428,72 @@ def _pool_matrix(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out
 
 
-def _pool_entries(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    counts = m.pool_start[m.offer + 1] - m.pool_start[m.offer]
-    cidx = np.repeat(np.arange(m.n_c, dtype=np.int64), counts)
+def _pool_entries(m: Model, cands: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate, pool, units per replica) of every candidate, or of ``cands`` only (then the first
+    array gives positions in ``cands``)."""
+    offer = m.offer if cands is None else m.offer[cands]
+    nodes = m.nodes if cands is None else m.nodes[cands]
+    counts = m.pool_start[offer + 1] - m.pool_start[offer]
+    cidx = np.repeat(np.arange(len(offer), dtype=np.int64), counts)
     if not len(cidx):
         return cidx, cidx.copy(), cidx.copy()
-    first = np.repeat(m.pool_start[m.offer] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(cidx))
-    return cidx, m.pool_id[first], m.pool_per_node[first] * m.nodes[cidx]
+    first = np.repeat(m.pool_start[offer] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(cidx))
+    return cidx, m.pool_id[first], m.pool_per_node[first] * nodes[cidx]
+
+
+@dataclass
+class Usage:
+    """What a plan uses of every limit, computed from its non-zero entries only (a plan holds a few
+    replicas per workload among hundreds of candidates)."""
+
+    placed: np.ndarray  # per workload, replicas
+    spent: np.ndarray  # per workload, money per hour
+    offer: np.ndarray  # per offer, nodes
+    pool: np.ndarray  # per pool, units
+    team_budget: np.ndarray  # per team, money per hour
+    team_spot: np.ndarray  # per team, the spot-share row's value
+
+    @staticmethod
+    def of(m: Model, x: np.ndarray) -> Usage:
+        nz = np.flatnonzero(x)
+        xv = x[nz]
+        cw = m.cw[nz]
+        n_t = len(m.team_budget)
+        ci, pi, per = _pool_entries(m, nz)
+        tc = m.team[cw]
+        has = tc >= 0
+        money = m.hourly[nz] * xv
+        return Usage(
+            placed=np.bincount(cw, weights=xv, minlength=m.n_w).astype(np.int64),
+            spent=np.bincount(cw, weights=money, minlength=m.n_w).astype(np.int64),
+            offer=np.bincount(m.offer[nz], weights=m.nodes[nz] * xv, minlength=len(m.avail)).astype(np.int64),
+            pool=np.bincount(pi, weights=per * xv[ci], minlength=len(m.pool_limit)).astype(np.int64),
+            team_budget=np.bincount(tc[has], weights=money[has], minlength=n_t).astype(np.int64),
+            team_spot=np.bincount(tc[has], weights=(m.spot_coef()[nz] * xv)[has], minlength=n_t).astype(np.int64),
+        )
 
 
 def check(m: Model, x: np.ndarray) -> list[str]:
     """Every hard constraint of the model that ``x`` breaks (empty: feasible)."""
     out: list[str] = []
-    if (x < 0).any() or (x > m.cap).any():
+    nz = np.flatnonzero(x)
+    if (x[nz] < 0).any() or (x[nz] > m.cap[nz]).any():
         out.append("replicas outside [0, cap]")
-    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    u = Usage.of(m, x)
+    placed = u.placed
     if (placed > m.replicas).any():
         out.append("too many replicas")
     if ((placed > 0) & (placed < m.fewest)).any():
         out.append("fewer than min_replicas")
-    used = np.bincount(m.offer, weights=m.nodes * x, minlength=len(m.avail)).astype(np.int64)
-    if ((m.avail >= 0) & (used > m.avail)).any():
+    if ((m.avail >= 0) & (u.offer > m.avail)).any():
         out.append("offer availability")
-    ci, pi, per = _pool_matrix(m)
-    pu = np.bincount(pi, weights=per * x[ci], minlength=len(m.pool_limit)).astype(np.int64)
-    if (pu > m.pool_limit).any():
+    if (u.pool > m.pool_limit).any():
         out.append("pool limit")
-    wb = np.bincount(m.cw, weights=m.hourly * x, minlength=m.n_w).astype(np.int64)
-    if ((m.budget >= 0) & (wb > m.budget)).any():
+    if ((m.budget >= 0) & (u.spent > m.budget)).any():
         out.append("workload budget")
-    tc = m.team[m.cw]
-    has = tc >= 0
-    tb = np.bincount(tc[has], weights=(m.hourly * x)[has], minlength=len(m.team_budget)).astype(np.int64)
-    if ((m.team_budget >= 0) & (tb > m.team_budget)).any():
+    if ((m.team_budget >= 0) & (u.team_budget > m.team_budget)).any():
         out.append("team budget")
-    ts = np.bincount(tc[has], weights=(m.spot_coef() * x)[has], minlength=len(m.team_share)).astype(np.int64)
-    if ((m.team_share >= 0) & (ts > 0)).any():
+    if ((m.team_share >= 0) & (u.team_spot > 0)).any():
         out.append("team spot share")
     for w in np.flatnonzero((placed > 0) & ((m.min_providers > 1) | (m.min_regions > 1))):
         s, e = m.start[w], m.start[w + 1]
@@ -623,18 +655,11 @@ class Residual:
             self.team_budget = m.team_budget.tolist()
             self.team_spot = [0] * len(self.has_share)  # slack of the spot row
             return
-        used = np.bincount(m.offer, weights=m.nodes * x, minlength=len(m.avail)).astype(np.int64)
-        self.avail = np.where(m.avail >= 0, m.avail - used, m.avail).tolist()
-        ci, pi, per = _pool_matrix(m)
-        self.pool = (m.pool_limit - np.bincount(pi, weights=per * x[ci], minlength=len(m.pool_limit))
-                     .astype(np.int64)).tolist()
-        tc = m.team[m.cw]
-        has = tc >= 0
-        n_t = len(m.team_budget)
-        spent = np.bincount(tc[has], weights=(m.hourly * x)[has], minlength=n_t).astype(np.int64)
-        self.team_budget = np.where(m.team_budget >= 0, m.team_budget - spent, m.team_budget).tolist()
-        self.team_spot = (-np.bincount(tc[has], weights=(m.spot_coef() * x)[has], minlength=n_t)
-                          .astype(np.int64)).tolist()
+        u = Usage.of(m, x)
+        self.avail = np.where(m.avail >= 0, m.avail - u.offer, m.avail).tolist()
+        self.pool = (m.pool_limit - u.pool).tolist()
+        self.team_budget = np.where(m.team_budget >= 0, m.team_budget - u.team_budget, m.team_budget).tolist()
+        self.team_spot = (-u.team_spot).tolist()
 
     def fits(self, c: int, n: int, t: int) -> int:
         o = self.offer[c]
@@ -931,8 +956,9 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     if not presolve:  # on the whole component's MIP, HiGHS' presolve costs more than it saves
         params.highs.string_options["presolve"] = "off"
     result = _highs(proto, params)
-    fixed = int((m.cost * xf).sum())
-    placed_fixed = np.bincount(m.cw, weights=xf, minlength=m.n_w).astype(np.int64)
+    nzf = np.flatnonzero(xf)
+    fixed = int((m.cost[nzf] * xf[nzf]).sum())
+    placed_fixed = np.bincount(m.cw[nzf], weights=xf[nzf], minlength=m.n_w).astype(np.int64)
     fixed += int((m.penalty * (m.replicas - placed_fixed))[~is_free].sum())
     bound: int | None = None
     dual = result.termination.objective_bounds.dual_bound
@@ -1818,10 +1844,16 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         main = max(range(len(tasks)), key=lambda i: (tasks[i][1].model.n_c, -i))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx) as pool:
-            futures = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
+            pending = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
             results = {main: run_here(*tasks[main])}
-            for i, fut in futures.items():
-                results[i] = fut.result()
+            # Then, here too, every task no worker has started yet, in turn; then wait for the rest.
+            while pending:
+                free = next((i for i, fut in pending.items() if fut.cancel()), None)
+                if free is None:
+                    results.update({i: fut.result() for i, fut in pending.items()})
+                    break
+                del pending[free]
+                results[free] = run_here(*tasks[free])
         for i, (ids, task) in enumerate(tasks):
             merge(ids, task, results[i])
         record()
