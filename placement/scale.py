@@ -126,7 +126,7 @@ POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split int
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
 POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
-PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune``):
+PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune_large``):
 PRUNE_COMPONENT_CANDIDATES = 1_000_000  # the workloads of components with more candidates than this
 PRUNE_KEEP = 128  # keep this many cheapest candidates each
 
@@ -407,6 +407,18 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
     kept = np.flatnonzero(keep)
     out = replace(_keep_candidates(m, keep), cand_ids=np.arange(len(kept), dtype=np.int64), dropped=dropped)
     return out, kept
+
+
+def prune_large(m: Model) -> tuple[Model, np.ndarray | None]:
+    """Above ``PRUNE_MIN_CANDIDATES`` candidates, the workloads of components with more than
+    ``PRUNE_COMPONENT_CANDIDATES`` keep their ``PRUNE_KEEP`` cheapest (``prune``). Returns the model
+    to solve and the positions of its candidates in ``m`` (None: not pruned, the same)."""
+    if m.n_c <= PRUNE_MIN_CANDIDATES:
+        return m, None
+    big = [ws for ws in components(m) if int((m.start[ws + 1] - m.start[ws]).sum()) > PRUNE_COMPONENT_CANDIDATES]
+    if not big:
+        return m, None
+    return prune(m, np.concatenate(big), PRUNE_KEEP)
 
 
 def _keep_candidates(m: Model, keep: np.ndarray) -> Model:
@@ -1134,7 +1146,13 @@ class LPResult:
 
 def _rank_in_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     """Per element, its rank by ``key`` (then position) among the elements of its ``group`` (0 = lowest)."""
-    order = np.lexsort((np.arange(len(group)), key, group))
+    order: np.ndarray | None = None
+    if len(group) and key.dtype.kind in "iu" and group.dtype.kind in "iu":
+        lo, span = int(key.min()), int(key.max()) - int(key.min()) + 1
+        if int(group.max()) * span + span < 2**62:  # one stable sort of one int64 key: much faster
+            order = np.argsort(group.astype(np.int64) * span + (key.astype(np.int64) - lo), kind="stable")
+    if order is None:
+        order = np.lexsort((np.arange(len(group)), key, group))
     g = group[order]
     first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
     rank = np.empty(len(group), np.int64)
@@ -1733,15 +1751,6 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     traj = trajectory if trajectory is not None else []
     # 0. The relaxation at cost: optimal wherever it keeps every constraint of its component.
     comps = components(m)
-    n_full = m.n_c
-    kept: np.ndarray | None = None
-    if m.n_c > PRUNE_MIN_CANDIDATES:
-        # Hundreds of candidates per workload: the large components keep each workload's cheapest
-        # (their relaxations account for the rest, so the bound stays valid).
-        big = [ws for ws in comps if int((m.start[ws + 1] - m.start[ws]).sum()) > PRUNE_COMPONENT_CANDIDATES]
-        if big:
-            m, kept = prune(m, np.concatenate(big), PRUNE_KEEP)
-            comps = components(m)
     rc0 = m.cost.astype(np.float64)
     x0, _ = relaxed_solution(m, rc0)
     x = np.zeros(m.n_c, np.int64)
@@ -1876,10 +1885,6 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         record()
     obj = m.objective(x)
     bound = min(obj, sum(bound_of.values()))
-    if kept is not None:  # back to the candidates of the unpruned model
-        full = np.zeros(n_full, np.int64)
-        full[kept] = x
-        x = full
     return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
 
 
@@ -1907,6 +1912,10 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     # options.hint (where work runs now) is a suggestion for CP-SAT; this planner starts from its own plans.
     ca = candidate_arrays(workloads, inv, pol)
     m, _penalty_unit = build_model(workloads, inv, pol, ca)
+    n_vars = m.n_w + m.n_c
+    # Hundreds of candidates per workload: keep each one's cheapest (the bound stays valid); the
+    # unpruned model is not kept (``kept`` maps the plan back to the candidates).
+    m, kept = prune_large(m)
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
     seed = settings.seed if options.seed is None else options.seed
@@ -1923,7 +1932,10 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     unplaced: list[Unplaced] = []
     chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for c in np.flatnonzero(res.x).tolist():
-        chosen[int(ca.workload[c])].append((c, int(res.x[c])))
+        n = int(res.x[c])
+        if kept is not None:
+            c = int(kept[c])
+        chosen[int(ca.workload[c])].append((c, n))
     team_spend: dict[str, float] = defaultdict(float)
     for wi, items in chosen.items():
         for c, n in items:
@@ -1963,7 +1975,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         best_bound=_r(bound),
         gap=_r(gap, 6),
         deterministic_time=_r(res.det_time, 3),
-        variables=m.n_w + m.n_c,
+        variables=n_vars,
         candidates_total=len(workloads) * len(offers),
         candidates_kept=len(ca),
         wall_time_s=_r(time.perf_counter() - started, 3) if options.record_wall_time else None,

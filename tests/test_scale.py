@@ -489,3 +489,18 @@ def test_a_pruned_model_gives_a_feasible_plan_with_a_valid_bound(monkeypatch: py
     optimum, _ = _exact_objective(s)
     assert plan.solver.best_bound <= plan.solver.objective + 1e-6
     assert plan.solver.best_bound <= optimum + 1e-3
+
+
+def test_rank_in_group_matches_a_lexsort_for_integer_and_float_keys() -> None:
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 10, 5000):
+        group = rng.integers(0, max(1, n // 7), n)
+        key = rng.integers(-50, 50, n)
+        for k in (key, key.astype(np.float64)):  # integer keys take the one-key sort, floats the lexsort
+            ref = np.lexsort((np.arange(n), k, group))
+            rank = np.empty(n, np.int64)
+            if n:
+                g = group[ref]
+                first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+                rank[ref] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+            assert (scale._rank_in_group(group, k) == rank).all()
