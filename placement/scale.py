@@ -13,8 +13,8 @@ workloads. This planner minimises the same objective under the same hard constra
    many replicas it can have at all (``affordable``).
 3. **Decompose** into independent components: workloads linked through the limits they share
    (offers with limited availability, capacity pools, team budgets and spot shares). Offers without
-   a limit link nothing. Above ``PRUNE_MIN_CANDIDATES`` candidates (hundreds per workload), the
-   workloads of the large components keep their ``PRUNE_KEEP`` cheapest candidates (``prune``);
+   a limit link nothing. Above ``PRUNE_MIN_CANDIDATES`` candidates (hundreds per workload), every
+   workload keeps its ``PRUNE_KEEP`` cheapest candidates (``prune``);
    the relaxations may still place their replicas at the cheapest price dropped, without using any
    shared limit, so every bound stays valid for the whole candidate set. Per component, cheapest first:
    - the relaxation without shared limits, budgets and spread (every workload on its cheapest
@@ -127,8 +127,8 @@ POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), th
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
 POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
 PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune_large``):
-PRUNE_COMPONENT_CANDIDATES = 1_000_000  # the workloads of components with more candidates than this
-PRUNE_KEEP = 128  # keep this many cheapest candidates each
+PRUNE_KEEP = 128  # every workload keeps this many cheapest candidates
+PRUNE_CHUNK_CANDIDATES = 2_000_000  # candidates per chunk of the pruning pass
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -374,10 +374,11 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
     """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
     cheapest (and, for spread workloads, 4 times as many), and further until they can hold every
     replica the workload may have; other workloads, and those of teams with a spot-share rule, keep
-    all theirs. Each pruned workload's
-    ``dropped`` is the cheapest objective per replica it lost: the relaxations (``relaxed_solution``,
-    the LP) may place replicas at that price on a candidate that uses no shared limit, so their
-    bounds stay valid for the unpruned model, while every plan uses kept candidates only.
+    all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
+    the relaxations (``relaxed_solution``, the LP) may place replicas at that price on a candidate
+    that uses no shared limit, so their bounds stay valid for the unpruned model, while every plan
+    uses kept candidates only. Works through the workloads in chunks of about
+    ``PRUNE_CHUNK_CANDIDATES`` candidates, so that its temporary arrays stay small.
 
     Returns (pruned model with candidate ids renumbered 0.., positions of the kept candidates in
     ``m``)."""
@@ -387,38 +388,50 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
         # A team's spot-share price lowers the reduced cost of its on-demand candidates below their
         # cost, so the cheapest cost dropped would not bound them: those workloads keep everything.
         sel &= ~((m.team >= 0) & (m.team_share[np.maximum(m.team, 0)] >= 0))
-    rank = _rank_in_group(m.cw, m.cost)
     spread = (m.min_providers > 1) | (m.min_regions > 1)
-    k = np.where(spread, 4 * keep_per_workload, keep_per_workload)
-    keep = ~sel[m.cw] | (rank < k[m.cw])
-    # Enough room for every replica the workload may have, at zero prices: there the pruned
-    # relaxation equals the unpruned one.
-    order = np.lexsort((rank, m.cw))
-    cum = np.cumsum(m.cap[order])
-    first = m.start[m.cw[order]]
-    before = cum - m.cap[order] - np.where(first > 0, cum[np.maximum(first - 1, 0)], 0)
-    keep[order[before < m.most_replicas()[m.cw[order]]]] = True
-    cut = ~keep & (m.cap > 0)
-    dropped = np.full(m.n_w, np.inf) if not len(m.dropped) else m.dropped.astype(np.float64).copy()
-    if cut.any():
-        lost = np.full(m.n_w, np.inf)
-        np.minimum.at(lost, m.cw[cut], m.cost[cut].astype(np.float64))
-        dropped = np.minimum(dropped, lost)
+    k_of = np.where(spread, 4 * keep_per_workload, keep_per_workload)
+    most = m.most_replicas()
+    keep = np.ones(m.n_c, bool)
+    lost = np.full(m.n_w, np.inf)
+    a = 0
+    while a < m.n_w:
+        b = max(a + 1, int(np.searchsorted(m.start, m.start[a] + PRUNE_CHUNK_CANDIDATES, side="right")) - 1)
+        b = min(b, m.n_w)
+        s0, e0 = int(m.start[a]), int(m.start[b])
+        if e0 > s0:
+            lstart = m.start[a:b + 1] - s0
+            cw = m.cw[s0:e0] - a
+            cost, cap = m.cost[s0:e0], m.cap[s0:e0]
+            rank = _rank_in_group(cw, cost)
+            kp = ~sel[a:b][cw] | (rank < k_of[a:b][cw])
+            # Enough room for every replica the workload may have, at zero prices: there the pruned
+            # relaxation equals the unpruned one. Candidates in rank order within their workload:
+            pos = lstart[:-1][cw] + rank
+            by_rank = np.empty_like(cap)
+            by_rank[pos] = cap
+            cum = np.cumsum(by_rank)
+            base = np.where(lstart[:-1] > 0, cum[np.maximum(lstart[:-1] - 1, 0)], 0)
+            before = (cum - by_rank - base[cw])[pos]  # room of the cheaper candidates of the workload
+            kp |= before < most[a:b][cw]
+            keep[s0:e0] = kp
+            vals = np.where(~kp & (cap > 0), cost.astype(np.float64), np.inf)
+            ne = np.flatnonzero(lstart[1:] > lstart[:-1])
+            lost[a + ne] = np.minimum.reduceat(vals, lstart[:-1][ne])
+        a = b
+    dropped = lost if not len(m.dropped) else np.minimum(m.dropped.astype(np.float64), lost)
     kept = np.flatnonzero(keep)
     out = replace(_keep_candidates(m, keep), cand_ids=np.arange(len(kept), dtype=np.int64), dropped=dropped)
     return out, kept
 
 
 def prune_large(m: Model) -> tuple[Model, np.ndarray | None]:
-    """Above ``PRUNE_MIN_CANDIDATES`` candidates, the workloads of components with more than
-    ``PRUNE_COMPONENT_CANDIDATES`` keep their ``PRUNE_KEEP`` cheapest (``prune``). Returns the model
-    to solve and the positions of its candidates in ``m`` (None: not pruned, the same)."""
+    """Above ``PRUNE_MIN_CANDIDATES`` candidates every workload keeps its ``PRUNE_KEEP`` cheapest
+    (``prune``). Workloads that end up alone stay exact: at zero prices the pruned relaxation is the
+    unpruned one, and no exact model is built for pruned workloads (``solve_model``). Returns the
+    model to solve and the positions of its candidates in ``m`` (None: not pruned, the same)."""
     if m.n_c <= PRUNE_MIN_CANDIDATES:
         return m, None
-    big = [ws for ws in components(m) if int((m.start[ws + 1] - m.start[ws]).sum()) > PRUNE_COMPONENT_CANDIDATES]
-    if not big:
-        return m, None
-    return prune(m, np.concatenate(big), PRUNE_KEEP)
+    return prune(m, np.arange(m.n_w, dtype=np.int64), PRUNE_KEEP)
 
 
 def _keep_candidates(m: Model, keep: np.ndarray) -> Model:

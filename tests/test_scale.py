@@ -445,6 +445,25 @@ def test_pruned_relaxations_stay_below_the_unpruned_ones(variant: str) -> None:
     m = _model(s)
     pm, kept = scale.prune(m, np.arange(m.n_w), 2)
     assert pm.n_c < m.n_c and (np.diff(kept) > 0).all()
+    # in small chunks of workloads, the same
+    chunk = scale.PRUNE_CHUNK_CANDIDATES
+    try:
+        scale.PRUNE_CHUNK_CANDIDATES = 7
+        pm7, kept7 = scale.prune(m, np.arange(m.n_w), 2)
+    finally:
+        scale.PRUNE_CHUNK_CANDIDATES = chunk
+    assert (kept7 == kept).all() and np.array_equal(pm7.dropped, pm.dropped)
+    # every workload keeps its 2 cheapest (8 when spread), and at least its cheapest dropped costs as much
+    spread = (m.min_providers > 1) | (m.min_regions > 1)
+    for w in range(m.n_w):
+        s0, e0 = int(m.start[w]), int(m.start[w + 1])
+        mine = kept[(kept >= s0) & (kept < e0)]
+        order = s0 + np.argsort(m.cost[s0:e0], kind="stable")
+        k = 8 if spread[w] else 2
+        assert set(order[:k].tolist()) <= set(mine.tolist())
+        gone = np.setdiff1d(np.arange(s0, e0), mine)
+        gone = gone[m.cap[gone] > 0]
+        assert pm.dropped[w] == (m.cost[gone].min() if len(gone) else np.inf)
     assert (pm.cost == m.cost[kept]).all() and (pm.offer == m.offer[kept]).all() and (m.cw[kept] == pm.cw).all()
     spot_team = (m.team >= 0) & (m.team_share[np.maximum(m.team, 0)] >= 0) if len(m.team_share) else \
         np.zeros(m.n_w, bool)
@@ -471,7 +490,6 @@ def test_pruned_relaxations_stay_below_the_unpruned_ones(variant: str) -> None:
 
 def test_a_pruned_model_gives_a_feasible_plan_with_a_valid_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "PRUNE_MIN_CANDIDATES", 0)
-    monkeypatch.setattr(scale, "PRUNE_COMPONENT_CANDIDATES", 0)
     monkeypatch.setattr(scale, "PRUNE_KEEP", 2)
     pruned: list[int] = []
     prune = scale.prune
