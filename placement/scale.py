@@ -372,7 +372,7 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
 
 def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np.ndarray]:
     """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
-    cheapest (and, for spread workloads, 4 times as many), and further until they can hold every
+    cheapest (ties in an order rotated per workload; and, for spread workloads, 4 times as many), and further until they can hold every
     replica the workload may have; other workloads, and those of teams with a spot-share rule, keep
     all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
     the relaxations (``relaxed_solution``, the LP) may place replicas at that price on a candidate
@@ -402,7 +402,11 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
             lstart = m.start[a:b + 1] - s0
             cw = m.cw[s0:e0] - a
             cost, cap = m.cost[s0:e0], m.cap[s0:e0]
-            rank = _rank_in_group(cw, cost)
+            # Equal costs (identical nodes of one cluster, say) are kept in a rotation that differs
+            # from workload to workload, so that workloads do not all keep the same offers.
+            n_o = len(m.avail)
+            rotated = (m.offer[s0:e0] + (a + cw) * 7919) % max(1, n_o)
+            rank = _rank_in_group(cw, cost * n_o + rotated)
             kp = ~sel[a:b][cw] | (rank < k_of[a:b][cw])
             # Enough room for every replica the workload may have, at zero prices: there the pruned
             # relaxation equals the unpruned one. Candidates in rank order within their workload:
