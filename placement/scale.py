@@ -372,9 +372,9 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
 
 def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np.ndarray]:
     """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
-    cheapest (ties in an order rotated per workload; and, for spread workloads, 4 times as many), and further until they can hold every
-    replica the workload may have; other workloads, and those of teams with a spot-share rule, keep
-    all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
+    cheapest (equal costs in an order rotated per workload; spread workloads keep 4 times as many),
+    and further until they can hold every replica the workload may have; other workloads, and those
+    of teams with a spot-share rule, keep all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
     the relaxations (``relaxed_solution``, the LP) may place replicas at that price on a candidate
     that uses no shared limit, so their bounds stay valid for the unpruned model, while every plan
     uses kept candidates only. Works through the workloads in chunks of about
