@@ -127,7 +127,8 @@ POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), th
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
 POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
 PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune_large``):
-PRUNE_KEEP = 128  # every workload keeps this many cheapest candidates
+PRUNE_KEEP = 96  # every workload keeps this many cheapest candidates,
+PRUNE_SPREAD = 32  # and this many more spread through the rest by cost
 PRUNE_CHUNK_CANDIDATES = 2_000_000  # candidates per chunk of the pruning pass
 
 
@@ -407,7 +408,15 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
             n_o = len(m.avail)
             rotated = (m.offer[s0:e0] + (a + cw) * 7919) % max(1, n_o)
             rank = _rank_in_group(cw, cost * n_o + rotated)
-            kp = ~sel[a:b][cw] | (rank < k_of[a:b][cw])
+            k_w = k_of[a:b][cw]
+            kp = ~sel[a:b][cw] | (rank < k_w)
+            # Beyond the cheapest, PRUNE_SPREAD more at even steps through the rest of the workload's
+            # candidates by cost: other GPU models, sizes and regions to spill to where every
+            # workload's cheapest offers are the same few.
+            count = np.diff(lstart)[cw]
+            step = np.maximum(1, (count - k_w) // max(1, PRUNE_SPREAD))
+            beyond = rank - k_w
+            kp |= (beyond >= 0) & (beyond % step == 0) & (beyond // step < PRUNE_SPREAD)
             # Enough room for every replica the workload may have, at zero prices: there the pruned
             # relaxation equals the unpruned one. Candidates in rank order within their workload:
             pos = lstart[:-1][cw] + rank
