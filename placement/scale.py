@@ -14,7 +14,7 @@ workloads. This planner minimises the same objective under the same hard constra
 3. **Decompose** into independent components: workloads linked through the limits they share
    (offers with limited availability, capacity pools, team budgets and spot shares). Offers without
    a limit link nothing. Above ``PRUNE_MIN_CANDIDATES`` candidates (hundreds per workload), every
-   workload keeps its ``PRUNE_KEEP`` cheapest candidates (``prune``);
+   workload keeps its ``PRUNE_KEEP`` cheapest candidates and ``PRUNE_SPREAD`` more (``prune``);
    the relaxations may still place their replicas at the cheapest price dropped, without using any
    shared limit, so every bound stays valid for the whole candidate set. Per component, cheapest first:
    - the relaxation without shared limits, budgets and spread (every workload on its cheapest
@@ -374,8 +374,9 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
 def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np.ndarray]:
     """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
     cheapest (equal costs in an order rotated per workload; spread workloads keep 4 times as many),
-    and further until they can hold every replica the workload may have; other workloads, and those
-    of teams with a spot-share rule, keep all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
+    further until they can hold every replica the workload may have, and ``PRUNE_SPREAD`` more at
+    even steps through the rest by cost; other workloads, and those of teams with a spot-share
+    rule, keep all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
     the relaxations (``relaxed_solution``, the LP) may place replicas at that price on a candidate
     that uses no shared limit, so their bounds stay valid for the unpruned model, while every plan
     uses kept candidates only. Works through the workloads in chunks of about
