@@ -706,9 +706,8 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
     for label, prefix, first_t, gap_t, time_t, rss_t in TARGETS:
         rows = [n for n in names if n.startswith(prefix)]
         if not rows:
-            out.append(f"| {label} | — | | | | | | | | | | | not run: not in this run's --sizes (the engine is not "
-                       "ready for it: see bench/README.md, Caveats, for what one 10,000-workload part of xl-tight "
-                       "cost) |")
+            out.append(f"| {label} | — | | | | | | | | | | | not run: not in this run's --sizes or --instances "
+                       "(bench/README.md, Caveats, gives the last measurements) |")
             continue
         for name in rows:
             seen = True
