@@ -669,13 +669,8 @@ TARGETS = [
 
 def _engine_own(eng: dict[str, Any]) -> tuple[float | None, float | None, float]:
     """An engine run judged by itself (no harness evaluation): its objective, its bound and the
-    penalty no plan avoids (left out of gaps, as in the engine's own gap; records without it give
-    it through that gap)."""
-    obj, lb = eng.get("engine_objective"), eng.get("engine_best_bound")
-    fixed = eng.get("engine_fixed_penalty")
-    if fixed is None and obj is not None and lb is not None and eng.get("engine_gap"):
-        fixed = obj - (obj - lb) / eng["engine_gap"]
-    return obj, lb, float(fixed or 0.0)
+    penalty no plan avoids (left out of gaps, as in the engine's own gap)."""
+    return eng.get("engine_objective"), eng.get("engine_best_bound"), float(eng.get("engine_fixed_penalty") or 0.0)
 
 
 def _time_to_gap(traj: list[Any], const: float, lb: float | None, gap: float) -> float | None:

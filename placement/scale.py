@@ -364,19 +364,28 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
     return replace(
         m, replicas=m.replicas[wsel], fewest=m.fewest[wsel], penalty=m.penalty[wsel], team=m.team[wsel],
         budget=m.budget[wsel], min_providers=m.min_providers[wsel], min_regions=m.min_regions[wsel],
-        cache={}, most=m.most[wsel], start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=local, offer=m.offer[csel], cap=m.cap[csel],
-        cost=m.cost[csel], hourly=m.hourly[csel], nodes=m.nodes[csel], gpus=m.gpus[csel], spot=m.spot[csel],
-        provider=m.provider[csel], region=m.region[csel], workload_ids=m.workload_ids[wsel],
-        cand_ids=m.cand_ids[csel], dropped=m.dropped[wsel] if len(m.dropped) else m.dropped,
+        cache={}, most=m.most[wsel], start=np.r_[0, np.cumsum(counts)].astype(np.int64), workload_ids=m.workload_ids[wsel],
+        dropped=m.dropped[wsel] if len(m.dropped) else m.dropped, **_candidates_of(m, csel, cw=local),
     )
 
 
-def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np.ndarray]:
-    """The model with the candidates of the workloads ``wsel`` cut to their ``keep_per_workload``
+_CANDIDATE_FIELDS = ("cw", "offer", "cap", "cost", "hourly", "nodes", "gpus", "spot", "provider", "region", "cand_ids")
+
+
+def _candidates_of(m: Model, csel: np.ndarray, cw: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-candidate arrays of the candidates ``csel`` (indices), for ``replace``; ``cw``
+    renumbers their workloads when given."""
+    out = {f: getattr(m, f)[csel] for f in _CANDIDATE_FIELDS if cw is None or f != "cw"}
+    if cw is not None:
+        out["cw"] = cw
+    return out
+
+
+def prune(m: Model, keep_per_workload: int) -> tuple[Model, np.ndarray]:
+    """The model with every workload's candidates cut to its ``keep_per_workload``
     cheapest (equal costs in an order rotated per workload; spread workloads keep 4 times as many),
     further until they can hold every replica the workload may have, and ``PRUNE_SPREAD`` more at
-    even steps through the rest by cost; other workloads, and those of teams with a spot-share
-    rule, keep all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
+    even steps through the rest by cost; workloads of teams with a spot-share rule keep all theirs. Each pruned workload's ``dropped`` is the cheapest objective per replica it lost:
     the relaxations (``relaxed_solution``, the LP) may place replicas at that price on a candidate
     that uses no shared limit, so their bounds stay valid for the unpruned model, while every plan
     uses kept candidates only. Works through the workloads in chunks of about
@@ -384,12 +393,12 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
 
     Returns (pruned model with candidate ids renumbered 0.., positions of the kept candidates in
     ``m``)."""
-    sel = np.zeros(m.n_w, bool)
-    sel[wsel] = True
+    sel = np.ones(m.n_w, bool)
     if len(m.team_share):
         # A team's spot-share price lowers the reduced cost of its on-demand candidates below their
         # cost, so the cheapest cost dropped would not bound them: those workloads keep everything.
         sel &= ~((m.team >= 0) & (m.team_share[np.maximum(m.team, 0)] >= 0))
+    n_o = len(m.avail)
     spread = (m.min_providers > 1) | (m.min_regions > 1)
     k_of = np.where(spread, 4 * keep_per_workload, keep_per_workload)
     most = m.most_replicas()
@@ -406,7 +415,6 @@ def prune(m: Model, wsel: np.ndarray, keep_per_workload: int) -> tuple[Model, np
             cost, cap = m.cost[s0:e0], m.cap[s0:e0]
             # Equal costs (identical nodes of one cluster, say) are kept in a rotation that differs
             # from workload to workload, so that workloads do not all keep the same offers.
-            n_o = len(m.avail)
             rotated = (m.offer[s0:e0] + (a + cw) * 7919) % max(1, n_o)
             rank = _rank_in_group(cw, cost * n_o + rotated)
             k_w = k_of[a:b][cw]
@@ -445,18 +453,14 @@ def prune_large(m: Model) -> tuple[Model, np.ndarray | None]:
     model to solve and the positions of its candidates in ``m`` (None: not pruned, the same)."""
     if m.n_c <= PRUNE_MIN_CANDIDATES:
         return m, None
-    return prune(m, np.arange(m.n_w, dtype=np.int64), PRUNE_KEEP)
+    return prune(m, PRUNE_KEEP)
 
 
 def _keep_candidates(m: Model, keep: np.ndarray) -> Model:
     """The model with only the candidates ``keep`` (a mask); ``cand_ids`` still name the originals."""
     kept = np.flatnonzero(keep)
     counts = np.bincount(m.cw[kept], minlength=m.n_w)
-    return replace(
-        m, cache={}, start=np.r_[0, np.cumsum(counts)].astype(np.int64), cw=m.cw[kept], offer=m.offer[kept],
-        cap=m.cap[kept], cost=m.cost[kept], hourly=m.hourly[kept], nodes=m.nodes[kept], gpus=m.gpus[kept],
-        spot=m.spot[kept], provider=m.provider[kept], region=m.region[kept], cand_ids=m.cand_ids[kept],
-    )
+    return replace(m, cache={}, start=np.r_[0, np.cumsum(counts)].astype(np.int64), **_candidates_of(m, kept))
 
 
 def _pool_matrix(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -627,7 +631,8 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     for c_of, n_of, v_of in zip(rounds_c, rounds_n, rounds_v, strict=True):
         use = np.clip(k - got, 0, n_of)
         sel = use > 0
-        x[c_of[sel & (c_of >= 0)]] += use[sel & (c_of >= 0)]
+        real = sel & (c_of >= 0)  # not the dropped candidates' stand-in
+        x[c_of[real]] += use[real]
         value += np.where(sel, use * (np.where(np.isfinite(v_of), v_of, 0.0) - pen), 0.0)
         got += use
     return x, float(value.sum())
@@ -1682,7 +1687,7 @@ def pop_parts(m: Model, k: int, by_offer: bool = False) -> list[Model]:
 
 
 def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
-               unplaceable: int) -> ComponentResult:
+               unplaceable: int, by_offer: bool) -> ComponentResult:
     """The parts' plans ``x`` merged: a bound for the whole component (the Lagrangian at zero prices
     and at the parts' mean prices, then subgradient steps), the capacity the parts left unused
     filled by the greedy at those prices, then neighbourhood repair across the seams. ``start``
@@ -1692,9 +1697,9 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
     lag.evaluate_and_keep(lag.prices)  # zero prices
     mean = lag.prices
     if prices:
-        # Offers dealt whole to one part (pop_parts by_offer) are priced by that part alone (the
-        # others price them 0); shared ones at the parts' mean.
-        offer = np.sum([p.offer for p in prices], axis=0) if POP_BY_OFFER else np.mean([p.offer for p in prices], axis=0)
+        # Offers dealt whole to one part (``by_offer``) are priced by that part alone (the others
+        # price them 0); shared ones at the parts' mean.
+        offer = (np.sum if by_offer else np.mean)([p.offer for p in prices], axis=0)
         mean = Prices(offer, np.mean([p.pool for p in prices], axis=0),
                       np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
     lag.prices = mean
@@ -1832,6 +1837,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         size += subs[i].n_c
     flush()
     # component -> (its parts' task positions, its first plan, kept where the merged parts end worse)
+    by_offer = POP_BY_OFFER  # how components are split into parts (pop_parts), and so merged
     split: dict[int, tuple[list[int], np.ndarray]] = {}
     for i in large:
         sub = subs[i]
@@ -1840,7 +1846,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
             split[i] = ([], x[sub.cand_ids].copy())
             x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
-            for part in pop_parts(sub, k, POP_BY_OFFER):
+            for part in pop_parts(sub, k, by_offer):
                 split[i][0].append(len(tasks))
                 tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
             continue
@@ -1904,7 +1910,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         sub = subs[i]
         prices = [p for p in (results[j].prices for j in parts) if p is not None]
         r = pop_finish(sub, x[sub.cand_ids], start, prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
-                       seed, fixed_penalty(sub))
+                       seed, fixed_penalty(sub), by_offer)
         x[sub.cand_ids] = r.x
         det += r.det_time
         optimal = optimal and r.optimal

@@ -444,13 +444,13 @@ def test_pruned_relaxations_stay_below_the_unpruned_ones(variant: str, monkeypat
     monkeypatch.setattr(scale, "PRUNE_SPREAD", 2)
     s = generate(31, 90, 36, variant)
     m = _model(s)
-    pm, kept = scale.prune(m, np.arange(m.n_w), 2)
+    pm, kept = scale.prune(m, 2)
     assert pm.n_c < m.n_c and (np.diff(kept) > 0).all()
     # in small chunks of workloads, the same
     chunk = scale.PRUNE_CHUNK_CANDIDATES
     try:
         scale.PRUNE_CHUNK_CANDIDATES = 7
-        pm7, kept7 = scale.prune(m, np.arange(m.n_w), 2)
+        pm7, kept7 = scale.prune(m, 2)
     finally:
         scale.PRUNE_CHUNK_CANDIDATES = chunk
     assert (kept7 == kept).all() and np.array_equal(pm7.dropped, pm.dropped)
@@ -498,8 +498,8 @@ def test_a_pruned_model_gives_a_feasible_plan_with_a_valid_bound(monkeypatch: py
     pruned: list[int] = []
     prune = scale.prune
 
-    def counted(m: scale.Model, wsel: np.ndarray, k: int) -> tuple[scale.Model, np.ndarray]:
-        out = prune(m, wsel, k)
+    def counted(m: scale.Model, k: int) -> tuple[scale.Model, np.ndarray]:
+        out = prune(m, k)
         pruned.append(m.n_c - out[0].n_c)
         return out
 
