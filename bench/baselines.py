@@ -2,13 +2,14 @@
 
 Everything here works on a *compact problem*: numpy arrays derived from the engine's own candidate
 lists (``placement.candidates.candidates_for``), with exactly the variables the engine's CP-SAT model
-creates (a candidate whose per-replica capacity ``min(replicas, available // nodes)`` is 0 gets no
-variable). So every method sees the same feasible pairs, costs and shared limits as the engine.
+creates (a candidate whose per-replica capacity ``min(replicas, available // nodes)``, or what one of
+its offer's quota pools holds, is 0 gets no variable; CP-SAT's presolve drops the same ones). So every
+method sees the same feasible pairs, costs and shared limits as the engine.
 
 Model (the engine's, see placement/solver.py), for workload w, candidate c, offer o, pool p, team t:
 
     minimise  sum_c obj_c x_c + sum_w penalty_unit * priority_w * (replicas_w - placed_w)
-    placed_w = sum_{c of w} x_c <= replicas_w,      0 <= x_c <= cap_c, integer
+    placed_w = sum_{c of w} x_c <= min(replicas_w, affordable_w),   0 <= x_c <= cap_c, integer
     placed_w in {0} u [fewest_w, replicas_w]        (binary on_w, when fewest_w > 1 or spread)
     spread: >= min distinct providers / regions among used candidates, if on_w
     sum_c cost_c x_c <= budget_w                    (workload budget)
@@ -60,6 +61,13 @@ def compact_problem(problems: list[Any], inventory: Any, policies: Any) -> Probl
     NK = np.zeros(n_w, np.int64)  # candidates kept by the filter (before the capacity-0 cut)
     cw, co, cl, cn, ccap, ccost, cobj = [], [], [], [], [], [], []
     max_obj = 0.0
+    # Nodes of an offer its quota pools let one workload take at most (-1: no pool).
+    pool_lim = {p.id: p for p in inventory.pools}
+    pool_nodes = []
+    for o in offers:
+        per = [pool_lim[pid].limit // max(1, {"instances": 1, "gpus": o.gpu_count, "vcpus": o.vcpus}[pool_lim[pid].unit])
+               for pid in o.pools]
+        pool_nodes.append(min(per) if per else -1)
     for wi, wc in enumerate(problems):
         w = wc.workload
         R[wi], F[wi], P[wi], T[wi] = w.replicas, w.fewest_replicas, w.priority, team_ix[w.team]
@@ -71,6 +79,8 @@ def compact_problem(problems: list[Any], inventory: Any, policies: Any) -> Probl
             max_obj = max(max_obj, cand.objective_hourly_usd)
             o = offers[cand.offer_index]
             cap = w.replicas if o.available is None else min(w.replicas, o.available // cand.nodes)
+            if pool_nodes[cand.offer_index] >= 0:
+                cap = min(cap, pool_nodes[cand.offer_index] // cand.nodes)
             if cap <= 0:
                 continue
             cw.append(wi)
@@ -174,6 +184,28 @@ def unplaceable(prob: Problem) -> np.ndarray:
             if need > 0 or cost > prob["w_budget"][w] + 1e-9:
                 out[w] = True
     return out
+
+
+def affordable(prob: Problem) -> np.ndarray:
+    """Most replicas each workload can have: its replicas, and with a budget, as many as its budget
+    buys on its cheapest candidates first (each up to its cap). Every integer plan keeps within it,
+    so it caps the workload's row of the LP (the plain LP buys a fraction of one more replica)."""
+    nw = prob["n_workloads"]
+    most = prob["w_replicas"].astype(np.int64).copy()
+    cw = prob["c_w"]
+    order = np.lexsort((prob["c_cost"], cw))
+    bounds = np.searchsorted(cw[order], np.arange(nw + 1))
+    for w in np.flatnonzero(np.isfinite(prob["w_budget"])).tolist():
+        left, n = float(prob["w_budget"][w]) + 1e-9, 0
+        for c in order[bounds[w]:bounds[w + 1]].tolist():
+            cost, cap = float(prob["c_cost"][c]), int(prob["c_cap"][c])
+            take = cap if cost <= 0 else min(cap, int(left // cost))
+            n += take
+            left -= take * cost
+            if take < cap:
+                break
+        most[w] = min(most[w], n)
+    return most
 
 
 def problem_summary(prob: Problem) -> dict[str, Any]:
@@ -421,6 +453,7 @@ def mip_rows(prob: Problem) -> dict[str, Any]:
     nc = len(cw)
     nw = prob["n_workloads"]
     R, F = prob["w_replicas"], prob["w_fewest"]
+    most = np.minimum(R, affordable(prob))
     pen = prob["penalty_unit"] * prob["w_priority"].astype(float)
     col_lb = [np.zeros(nc)]
     col_ub = [np.where(unplaceable(prob)[cw], 0.0, prob["c_cap"].astype(float))]
@@ -437,7 +470,7 @@ def mip_rows(prob: Problem) -> dict[str, Any]:
         if not len(cs):
             continue
         by_w_cols[w] = cs
-        rows.append((cs, np.ones(len(cs)), -np.inf, float(R[w])))
+        rows.append((cs, np.ones(len(cs)), -np.inf, float(most[w])))
         if np.isfinite(prob["w_budget"][w]):
             rows.append((cs, prob["c_cost"][cs], -np.inf, float(prob["w_budget"][w])))
         sp, sr = int(prob["w_spread_prov"][w]), int(prob["w_spread_reg"][w])
@@ -450,7 +483,7 @@ def mip_rows(prob: Problem) -> dict[str, Any]:
             integer.append(np.array([on]))
             lo = max(int(F[w]), 1)
             rows.append((np.append(cs, on), np.append(np.ones(len(cs)), -lo), 0.0, np.inf))
-            rows.append((np.append(cs, on), np.append(np.ones(len(cs)), -float(R[w])), -np.inf, 0.0))
+            rows.append((np.append(cs, on), np.append(np.ones(len(cs)), -float(most[w])), -np.inf, 0.0))
             for minimum, key in ((sp, prob["o_prov"]), (sr, prob["o_reg"])):
                 if minimum <= 1:
                     continue

@@ -915,10 +915,12 @@ def write_report(names: list[str], args: argparse.Namespace, command: str, skipp
         "candidates than the least they can have, min_replicas and one per provider/region of their spread; budget "
         "below the cheapest such least), so that gaps are not flattered by it. Lower is better.",
         "- **gap LP** = (objective - LP bound) / objective, the LP bound being the LP relaxation of the same model "
-        "(same candidates, capacities, pools, budgets, the unplaceable workloads fixed to 0; integrality, "
-        "all-or-nothing and spread relaxed). The penalty "
-        "for unplaced replicas dominates the objective, and the LP places fractions of replicas that no integer plan "
-        "can (spread with one region, all-or-nothing under a budget), so gap LP stays large even for proven optima. "
+        "(same candidates, capacities, pools, budgets, the unplaceable workloads fixed to 0, each workload's "
+        "replicas capped at what its budget buys on its cheapest candidates and each candidate's at what its "
+        "offer's headroom and quota pools hold, as in the engine's model; integrality, all-or-nothing and spread "
+        "relaxed). The penalty for unplaced replicas dominates the objective, and the LP places fractions of "
+        "replicas that no integer plan can (a fraction of an all-or-nothing workload in the last room of a full "
+        "offer), so gap LP can stay large even for proven optima. "
         "**gap best** uses the best proven bound instead: max(LP, HiGHS' MIP dual bound, CP-SAT's best bound); "
         "0.00% = proven optimal.",
         "- **@1s/@10s/@60s** (gap best): best plan found by then, time counted from the moment the method has the candidate "

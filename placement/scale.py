@@ -159,7 +159,7 @@ class Model:
     # candidates
     cw: np.ndarray  # int64 workload
     offer: np.ndarray  # int64
-    cap: np.ndarray  # int64 upper bound of replicas on it
+    cap: np.ndarray  # int64 replicas it can hold: the workload's, within its offer's availability and pools
     cost: np.ndarray  # int64 money, objective per replica
     hourly: np.ndarray  # int64 money, cost per replica (budgets)
     nodes: np.ndarray  # int64
@@ -246,9 +246,6 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
     nodes = ca.nodes.astype(np.int64)
     replicas = np.asarray([w.replicas for w in workloads], np.int64)
     avail = np.asarray([-1 if o.available is None else o.available for o in offers], np.int64)
-    cap = replicas[cw]
-    lim = avail[co]
-    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
     # Pools: CSR per offer.
     pool_index = {p.id: i for i, p in enumerate(inv.pools)}
     ps, pid, pper = [0], [], []
@@ -258,6 +255,18 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
             pid.append(pool_index[p])
             pper.append({"instances": 1, "gpus": o.gpu_count, "vcpus": o.vcpus}[unit])
         ps.append(len(pid))
+    pool_limit = np.asarray([p.limit for p in inv.pools], np.int64)
+    # Nodes of an offer that its availability and every pool it draws on could hold (-1: unlimited).
+    o_nodes = avail.copy()
+    if pid:
+        starts = np.asarray(ps, np.int64)
+        per_pool = pool_limit[np.asarray(pid, np.int64)] // np.maximum(np.asarray(pper, np.int64), 1)
+        has = np.flatnonzero(starts[1:] > starts[:-1])
+        by_pools = np.minimum.reduceat(per_pool, starts[has])
+        o_nodes[has] = np.where(o_nodes[has] >= 0, np.minimum(o_nodes[has], by_pools), by_pools)
+    cap = replicas[cw]
+    lim = o_nodes[co]
+    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
     prov_code: dict[str, int] = {}
     reg_code: dict[str, int] = {}
     o_prov = np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64)
@@ -281,7 +290,7 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
         cw=cw, offer=co, cap=cap.astype(np.int64), cost=_money(obj), hourly=_money(ca.hourly_usd), nodes=nodes,
         gpus=nodes * o_gpus[co], spot=o_spot[co], provider=o_prov[co], region=o_reg[co],
         avail=avail, pool_start=np.asarray(ps, np.int64), pool_id=np.asarray(pid, np.int64),
-        pool_per_node=np.asarray(pper, np.int64), pool_limit=np.asarray([p.limit for p in inv.pools], np.int64),
+        pool_per_node=np.asarray(pper, np.int64), pool_limit=pool_limit,
         team_budget=team_budget, team_share=team_share,
         workload_ids=np.arange(n_w, dtype=np.int64), cand_ids=np.arange(len(ca), dtype=np.int64),
     )

@@ -526,3 +526,22 @@ def test_rank_in_group_matches_a_lexsort_for_integer_and_float_keys() -> None:
                 first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
                 rank[ref] = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
             assert (scale._rank_in_group(group, k) == rank).all()
+
+
+def test_candidate_caps_keep_within_every_pool_of_their_offer() -> None:
+    s = generate(11, 150, 40, "tight")
+    m = _model(s)
+    by_pool = 0
+    for c in range(m.n_c):
+        o, n = int(m.offer[c]), int(m.nodes[c])
+        held = [int(m.pool_limit[m.pool_id[k]]) // (int(m.pool_per_node[k]) * n)
+                for k in range(int(m.pool_start[o]), int(m.pool_start[o + 1]))]
+        assert all(m.cap[c] <= h for h in held)
+        if m.avail[o] >= 0:
+            assert m.cap[c] * n <= m.avail[o]
+        # candidates whose replicas only the pool holds back (not their replicas, nor the offer's headroom)
+        by_pool += bool(held) and min(held) < m.replicas[m.cw[c]] and (m.avail[o] < 0 or m.avail[o] // n > min(held))
+    assert by_pool > 0
+    # a plan never puts more on a candidate than its cap, and it still respects every pool
+    plan = make_plan(s, PlanOptions(method="scale"))
+    assert verify_plan(plan, s) == []
