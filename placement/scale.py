@@ -31,10 +31,13 @@ workloads. This planner minimises the same objective under the same hard constra
      between rounds, so each re-solve starts from the last basis. The duals are the prices of the
      shared limits. First plans: the capacity-aware greedy at cost, then the LP **rounded down**
      (workloads under their minimum or spread dropped, team spot shares restored) and topped up by
-     the greedy at the LP's reduced costs, and that greedy from scratch. Then **neighbourhood
-     repair** on half of the work budget, one MIP over the whole component restricted to each
-     workload's best candidates at the LP's reduced costs (components up to
-     ``GLOBAL_MIP_WORKLOADS``), and repair again on the rest. Neighbourhood repair: MIPs over a few hundred
+     the greedy at the LP's reduced costs, that greedy from scratch, and a greedy that follows
+     the LP's split (each workload's candidates by its LP value, those with a minimum or a spread
+     first). Then **neighbourhood repair** on half of the work budget, one MIP over the whole
+     component restricted to each workload's best candidates at the LP's reduced costs
+     (components up to ``GLOBAL_MIP_WORKLOADS``; first, before any neighbourhood, up to
+     ``GLOBAL_MIP_FIRST_WORKLOADS``), and repair again on the rest. Every MIP starts from the
+     current plan (a complete solution hint). Neighbourhood repair: MIPs over a few hundred
      workloads (those with unplaced replicas and the workloads holding the offers and pools they
      need; those paying most above their cheapest candidate; those around the most contended
      limits), the rest fixed, accepted only when they improve the plan, until the gap is under
@@ -122,6 +125,7 @@ GLOBAL_MIP_WORKLOADS = 20_000  # components up to this many workloads get one MI
 GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduced costs, 2 cheapest, those in use
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
 GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
+GLOBAL_MIP_FIRST_WORKLOADS = 2_000  # components up to this many workloads get it before any neighbourhood
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
@@ -854,14 +858,18 @@ def _highs_params(seed: int) -> Any:
     return params
 
 
-def _highs(proto: Any, params: Any) -> Any:
-    """Solve a MathOpt model proto with HiGHS."""
+def _highs(proto: Any, params: Any, hint: np.ndarray | None = None) -> Any:
+    """Solve a MathOpt model proto with HiGHS, from the complete solution ``hint`` if given."""
     from ortools.math_opt import callback_pb2, model_parameters_pb2, parameters_pb2
     from ortools.math_opt.core.python import solver as core
 
+    model_params = model_parameters_pb2.ModelSolveParametersProto()
+    if hint is not None:
+        h = model_params.solution_hints.add()
+        h.variable_values.ids.extend(range(len(hint)))
+        h.variable_values.values.extend(hint.tolist())
     return core.solve(proto, parameters_pb2.SolverTypeProto.SOLVER_TYPE_HIGHS,
-                      parameters_pb2.SolverInitializerProto(), params,
-                      model_parameters_pb2.ModelSolveParametersProto(), None,
+                      parameters_pb2.SolverInitializerProto(), params, model_params, None,
                       callback_pb2.CallbackRegistrationProto(), None, None)
 
 
@@ -874,6 +882,8 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
 
     With ``top_k`` each freed workload keeps only its ``top_k`` candidates of lowest ``rc``, its
     ``top_k // 2`` cheapest and those it uses now (a restriction: the result stays feasible, no bound is returned).
+
+    HiGHS starts from ``x`` (a complete solution hint), so it prunes against it from the root.
 
     Deterministic: one thread, a fixed seed, a node limit and no time limit. Integer values are read
     back rounded and the result is re-checked with ``check``; one that breaks a limit (solver
@@ -1008,7 +1018,16 @@ def mip(m: Model, free: np.ndarray, x: np.ndarray, node_limit: int, rc: np.ndarr
     params.highs.double_options["mip_rel_gap"] = 1e-6
     if not presolve:  # on the whole component's MIP, HiGHS' presolve costs more than it saves
         params.highs.string_options["presolve"] = "off"
-    result = _highs(proto, params)
+        # nor does the feasibility jump heuristic pay there: the plan it starts from is better
+        params.highs.bool_options["mip_heuristic_run_feasibility_jump"] = False
+    # The current plan as the solver's start: every freed workload's replicas where they are, its
+    # on/spread indicators set from them.
+    hint = np.zeros(n_var)
+    hint[:n_x] = x[np.asarray(var_c, np.int64)]
+    for b, bcols, _bvals, bkind in binaries:
+        if bkind == "y" or bkind.startswith("on:"):
+            hint[n_x + b] = float(hint[bcols].sum() > 0)
+    result = _highs(proto, params, hint)
     nzf = np.flatnonzero(xf)
     fixed = int((m.cost[nzf] * xf[nzf]).sum())
     placed_fixed = np.bincount(m.cw[nzf], weights=xf[nzf], minlength=m.n_w).astype(np.int64)
@@ -1058,6 +1077,22 @@ def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray) -> list[int]:
         min_gpus[ne] = np.minimum.reduceat(m.gpus, m.start[ne])
     keys = np.lexsort((np.arange(m.n_w), min_gpus, ~placed, -m.penalty))
     return [int(w) for w in keys if counts[w] > 0]
+
+
+def _lp_guided(x_lp: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """A greedy key that takes each workload's candidates by how much of it the LP put there (most
+    first), then by reduced cost: the greedy then follows the LP's split of the shared limits
+    where rounding it down would drop a workload below its minimum or spread."""
+    key = np.empty(len(rc), np.int64)
+    key[np.lexsort((rc, -np.round(x_lp, 6)))] = np.arange(len(rc), dtype=np.int64)
+    return key
+
+
+def _gangs_first(m: Model, order: list[int]) -> list[int]:
+    """``order`` with the workloads that have a minimum above one or a spread first (stable): they
+    need room in several places at once, which the others would take."""
+    hard = ((m.fewest > 1) | (m.min_providers > 1) | (m.min_regions > 1)).tolist()
+    return [w for w in order if hard[w]] + [w for w in order if not hard[w]]
 
 
 def solve_exact(m: Model, seed: int) -> ComponentResult:
@@ -1508,6 +1543,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     xr = round_lp(m, lp.x)
     consider(greedy(m, rc, order, Residual(m, xr), xr))
     consider(greedy(m, rc, order))
+    consider(greedy(m, _lp_guided(lp.x, rc), _gangs_first(m, order)))
     note()
 
     def gap(o: int | None = None) -> float:
@@ -1522,7 +1558,11 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     # Neighbourhood repair first, on half of the budget (the whole-component MIP's share aside): it
     # puts back most of what the rounding dropped within seconds.
     global_mip = m.n_w <= GLOBAL_MIP_WORKLOADS and det_budget >= GLOBAL_MIP_WORK
+    # (A component of up to GLOBAL_MIP_FIRST_WORKLOADS gets its MIP first: HiGHS solves it in about
+    # the time of a few neighbourhoods, and better from the rounded plan than from a repaired one.)
     first = max(0.0, det_budget - (GLOBAL_MIP_WORK if global_mip else 0.0)) / 2
+    if global_mip and m.n_w <= GLOBAL_MIP_FIRST_WORKLOADS:
+        first = 0.0
     x, obj, det, k = _repair(m, x, obj, rc, lag, first, seed, 0, gap, improved_to)
     if global_mip and gap() > TARGET_GAP:
         # The whole component as one MIP over each workload's few best candidates at the LP's
