@@ -37,8 +37,8 @@ workloads. This planner minimises the same objective under the same hard constra
      component restricted to each workload's best candidates at the LP's reduced costs
      (components up to ``GLOBAL_MIP_WORKLOADS``; first, before any neighbourhood, up to
      ``GLOBAL_MIP_FIRST_WORKLOADS``), and repair again on the rest. Every MIP starts from the
-     current plan (a complete solution hint). Neighbourhood repair: MIPs over a few hundred
-     workloads (those with unplaced replicas and the workloads holding the offers and pools they
+     current plan (a complete solution hint). Neighbourhood repair: MIPs over a tenth of the
+     component's workloads, 300 at least (those with unplaced replicas and the workloads holding the offers and pools they
      need; those paying most above their cheapest candidate; those around the most contended
      limits), the rest fixed, accepted only when they improve the plan, until the gap is under
      ``TARGET_GAP`` or the work budget is spent. A few subgradient steps from the LP's prices
@@ -112,7 +112,8 @@ THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations w
 STALL = 8
 STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective - best bound)
 TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
-NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood
+NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood at least,
+NEIGHBOURHOOD_SHARE = 10  # and one in this many of the component's workloads
 SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
 FEW_SHORT = 24  # up to this many workloads with unplaced replicas: one neighbourhood each
 NEIGHBOURHOOD_TOP_K = 16  # candidates per freed workload: its cheapest at the final prices + those in use
@@ -1607,6 +1608,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
         for p in pools_of[o]:
             holders_p[p].update(ws)
     out: list[np.ndarray] = []
+    size = max(NEIGHBOURHOOD_WORKLOADS, m.n_w // NEIGHBOURHOOD_SHARE)
 
     def grow(seeds: list[int], offers: list[int]) -> np.ndarray:
         chosen = dict.fromkeys(seeds)
@@ -1619,10 +1621,10 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
         for p in sorted(pools_seen):
             extra.update(holders_p.get(p, ()))
         for w in sorted(extra, key=lambda w: (int(m.penalty[w]), w)):
-            if len(chosen) >= NEIGHBOURHOOD_WORKLOADS:
+            if len(chosen) >= size:
                 break
             chosen.setdefault(w)
-        ws = list(chosen)[:NEIGHBOURHOOD_WORKLOADS]
+        ws = list(chosen)[:size]
         return np.asarray(sorted(ws), np.int64)
 
     # Few workloads left short: one neighbourhood each, so that all the room around one goes to it
