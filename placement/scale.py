@@ -26,7 +26,7 @@ workloads. This planner minimises the same objective under the same hard constra
      simplex through OR-Tools' MathOpt), then every candidate priced at the LP's duals in numpy
      and the most negative added, until the Lagrangian value at the duals (each workload's own
      problem solved exactly at the prices: all-or-nothing down to ``min_replicas``, at most the
-     replicas its budget affords; spread relaxed; a valid lower bound whatever the column set)
+     replicas its budget affords, its spread kept; a valid lower bound whatever the column set)
      meets the restricted LP's optimum. The restricted LP stays in one HiGHS instance (highspy)
      between rounds, so each re-solve starts from the last basis. The duals are the prices of the
      shared limits. First plans: the capacity-aware greedy at cost, then the LP **rounded down**
@@ -578,8 +578,10 @@ def _group_first_min(values: np.ndarray, starts: np.ndarray, counts: np.ndarray)
 
 def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     """Each workload's own optimum at reduced costs ``rc`` (money per replica): candidate caps and
-    all-or-nothing down to min_replicas kept, budgets, spread and shared limits dropped. On a pruned
-    model (``prune``) a workload may also place replicas at its ``dropped`` price; ``x`` leaves them out.
+    all-or-nothing down to min_replicas and spread (``_spread_optimum``) kept, at most the replicas
+    its budget affords, budgets otherwise and shared limits dropped. On a pruned model (``prune``) a
+    workload may also place replicas at its ``dropped`` price, and there its spread is dropped (the
+    groups of the dropped candidates are unknown); ``x`` leaves the dropped ones out.
 
     Returns (x, sum over workloads of (its optimum + penalty x replicas))."""
     x = np.zeros(m.n_c, np.int64)
@@ -649,7 +651,56 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
         x[c_of[real]] += use[real]
         value += np.where(sel, use * (np.where(np.isfinite(v_of), v_of, 0.0) - pen), 0.0)
         got += use
+    # Workloads with a spread: their own optimum with the spread kept (a tighter value, still a
+    # relaxation). Not where pruned candidates stand in (their providers and regions are unknown).
+    spread = np.flatnonzero(((m.min_providers > 1) | (m.min_regions > 1)) & (counts_all > 0))
+    if pruned:
+        spread = spread[~np.isfinite(m.dropped[spread])]
+    most = m.most_replicas()
+    for w in spread.tolist():
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        best: tuple[float, np.ndarray] | None = None
+        for least, key in ((int(m.min_providers[w]), m.provider), (int(m.min_regions[w]), m.region)):
+            if least > 1:
+                r = _spread_optimum(rc[s:e], m.cap[s:e], key[s:e], least, int(m.fewest[w]), int(most[w]),
+                                    float(pen[w]))
+                if best is None or r[0] > best[0]:
+                    best = r
+        assert best is not None
+        value[w] = float(pen[w] * m.replicas[w]) + best[0]
+        x[s:e] = best[1]
     return x, float(value.sum())
+
+
+def _spread_optimum(rc: np.ndarray, cap: np.ndarray, group: np.ndarray, least: int, fewest: int, most: int,
+                    penalty: float) -> tuple[float, np.ndarray]:
+    """One workload's optimum at reduced costs ``rc`` (per replica, each less ``penalty``) with
+    replicas in at least ``least`` distinct groups (providers or regions), between ``fewest`` and
+    ``most`` of them, or none: (its value, its replicas per candidate). Optimal: some optimum holds
+    one replica on the cheapest candidate of each of the ``least`` groups whose cheapest is
+    cheapest (exchange argument), and the rest on the cheapest places left."""
+    x = np.zeros(len(rc), np.int64)
+    live = np.flatnonzero((cap > 0) & np.isfinite(rc))
+    lo = max(fewest, least)
+    if most < lo or len(live) == 0:
+        return 0.0, x
+    order = live[np.lexsort((live, rc[live]))]
+    _, first = np.unique(group[order], return_index=True)
+    if len(first) < least:
+        return 0.0, x
+    reps = order[np.sort(first)[:least]]  # the cheapest candidate of each group, cheapest groups first
+    x[reps] = 1
+    room = cap - x
+    rest = order[room[order] > 0]
+    slots = np.repeat(rest, room[rest])[:most - least]  # every further replica's place, cheapest first
+    if len(slots) < lo - least:
+        return 0.0, np.zeros(len(rc), np.int64)
+    extra = max(lo - least, int(np.count_nonzero(rc[slots] < penalty)))
+    np.add.at(x, slots[:extra], 1)
+    total = float((rc[reps] - penalty).sum() + (rc[slots[:extra]] - penalty).sum())
+    if total >= 0:
+        return 0.0, np.zeros(len(rc), np.int64)
+    return total, x
 
 
 @dataclass
@@ -1240,7 +1291,8 @@ def _rank_in_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
 class _LPRows:
     """The LP relaxation's fixed row set: one row per workload (replicas, capped at what its budget
     affords), per workload budget, per limited offer, per pool, per team budget and per team spot
-    share. The columns are any subset of the candidates; the rows do not depend on it."""
+    share, and the spread rows (with their indicator columns) of workloads with a spread, as the
+    exact model has them. The candidate columns are any subset; the rows do not depend on it."""
 
     def __init__(self, m: Model) -> None:
         self.m = m
@@ -1258,10 +1310,80 @@ class _LPRows:
         n += len(self.t_budget)
         self.t_share = np.flatnonzero(m.team_share >= 0)
         n += len(self.t_share)
-        self.n_rows = n
         most = m.most_replicas()
-        self.hi = np.concatenate([most[self.w_rows], m.budget[self.b_rows], m.avail[self.o_rows], m.pool_limit,
-                                  m.team_budget[self.t_budget], np.zeros(len(self.t_share), np.int64)]).astype(np.float64)
+        hi = [most[self.w_rows], m.budget[self.b_rows], m.avail[self.o_rows], m.pool_limit,
+              m.team_budget[self.t_budget], np.zeros(len(self.t_share), np.int64)]
+        # Spread, relaxed as in the exact model: per workload an indicator ``on`` in [0, 1] with
+        # lo * on <= placed <= most * on, and per spread dimension an indicator per group (provider
+        # or region) of its candidates, at most what the group holds, adding up to least * on. Not
+        # for workloads whose pruned candidates stand in as one column (their groups are unknown).
+        sw = np.flatnonzero((m.min_providers > 1) | (m.min_regions > 1))
+        sw = sw[np.isin(sw, self.w_rows)]
+        if len(m.dropped):
+            sw = sw[~np.isfinite(m.dropped[sw])]
+        self.s_w = sw
+        self.s_pos = np.full(m.n_w, -1, np.int64)
+        self.s_pos[sw] = np.arange(len(sw))
+        self.s_base = n
+        n += 2 * len(sw)
+        self.s_dims: list[tuple[np.ndarray, np.ndarray, int, np.ndarray, int]] = []
+        aux_r: list[np.ndarray] = [self.s_base + np.arange(len(sw)), self.s_base + len(sw) + np.arange(len(sw))]
+        aux_c: list[np.ndarray] = [np.arange(len(sw)), np.arange(len(sw))]
+        aux_v: list[np.ndarray] = [np.maximum(m.fewest[sw], 1).astype(np.float64), -most[sw].astype(np.float64)]
+        n_aux = len(sw)
+        for least, key in ((m.min_providers, m.provider), (m.min_regions, m.region)):
+            dw = sw[least[sw] > 1]
+            if not len(dw):
+                continue
+            counts = m.start[dw + 1] - m.start[dw]
+            cs = np.repeat(m.start[dw] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(int(counts.sum()))
+            cs = cs[m.cap[cs] > 0]
+            span = int(key.max()) + 1
+            keys = np.unique(m.cw[cs] * span + key[cs])  # the groups, by workload
+            g_base = n
+            n += len(keys)
+            c_base = n  # the count rows, one per workload of this dimension
+            n += len(dw)
+            dpos = np.full(m.n_w, -1, np.int64)
+            dpos[dw] = np.arange(len(dw))
+            gw = keys // span
+            y_cols = n_aux + np.arange(len(keys))
+            aux_r += [g_base + np.arange(len(keys)), c_base + dpos[gw],
+                      c_base + np.arange(len(dw))]
+            aux_c += [y_cols, y_cols, self.s_pos[dw]]
+            aux_v += [np.ones(len(keys)), -np.ones(len(keys)), least[dw].astype(np.float64)]
+            n_aux += len(keys)
+            self.s_dims.append((key, keys, span, dpos, g_base))
+        hi.append(np.zeros(n - self.s_base, np.int64))
+        self.n_aux = n_aux
+        self.aux = (np.concatenate(aux_r), np.concatenate(aux_c), np.concatenate(aux_v))
+        self.n_rows = n
+        self.hi = np.concatenate(hi).astype(np.float64)
+
+    def _spread_rows(self, cols: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """(rows, positions in ``cols``, value) of the candidates ``cols`` in the spread rows."""
+        m = self.m
+        k = np.flatnonzero(self.s_pos[m.cw[cols]] >= 0)
+        if not len(k):
+            return []
+        c = cols[k]
+        sp = self.s_pos[m.cw[c]]
+        out = [(self.s_base + sp, k, -1.0), (self.s_base + len(self.s_w) + sp, k, 1.0)]
+        for key, keys, span, dpos, g_base in self.s_dims:
+            sel = dpos[m.cw[c]] >= 0
+            g = np.searchsorted(keys, m.cw[c[sel]] * span + key[c[sel]])
+            out.append((g_base + g, k[sel], -1.0))
+        return out
+
+    def spread_term(self, y: np.ndarray) -> np.ndarray:
+        """Per candidate, the sum over the spread rows of its coefficient times the row's dual."""
+        m = self.m
+        out = np.zeros(m.n_c)
+        if len(self.s_w):
+            cs = np.flatnonzero(self.s_pos[m.cw] >= 0)
+            for rows, k, v in self._spread_rows(cs):
+                np.add.at(out, cs[k], v * np.minimum(y[rows], 0.0))
+        return out
 
     def matrix(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column position, value) triplets of the candidates ``cols``."""
@@ -1307,6 +1429,10 @@ class _LPRows:
             r.append(base + pos[t[sel]])
             c.append(k[sel])
             v.append(coef[sel].astype(np.float64))
+        for rows, pos_k, val in self._spread_rows(cols):
+            r.append(rows)
+            c.append(pos_k)
+            v.append(np.full(len(rows), val))
         return np.concatenate(r), np.concatenate(c), np.concatenate(v)
 
     def duals(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Prices]:
@@ -1367,6 +1493,15 @@ class _RestrictedLP:
                 self.h.addCols(len(w), obj, np.zeros(len(w)), rows.hi[pos], len(w),
                                np.arange(len(w), dtype=np.int32), pos, np.ones(len(w)))
                 self.n_virtual = len(w)
+        # The spread indicators (``_LPRows``), then the candidates.
+        if rows.n_aux:
+            r, c, v = rows.aux
+            order = np.lexsort((r, c))
+            r, c, v = r[order], c[order], v[order]
+            starts = np.searchsorted(c, np.arange(rows.n_aux)).astype(np.int32)
+            self.h.addCols(rows.n_aux, np.zeros(rows.n_aux), np.zeros(rows.n_aux), np.ones(rows.n_aux), len(v),
+                           starts, r.astype(np.int32), v.astype(np.float64))
+        self.n_skip = self.n_virtual + rows.n_aux
 
     def add(self, cols: np.ndarray) -> None:
         """Add the candidates ``cols`` as columns (none of them may be in the LP already)."""
@@ -1393,7 +1528,7 @@ class _RestrictedLP:
         sol = self.h.getSolution()
         const = float((self.m.penalty * self.m.replicas).sum())
         value = const + float(self.h.getInfo().objective_function_value) * MONEY_SCALE
-        return (np.asarray(sol.col_value, np.float64)[self.n_virtual:], np.asarray(sol.row_dual, np.float64),
+        return (np.asarray(sol.col_value, np.float64)[self.n_skip:], np.asarray(sol.row_dual, np.float64),
                 value)
 
 
@@ -1429,7 +1564,7 @@ def lp_relaxation(m: Model, x_start: np.ndarray, lagrange: Lagrange, floor: floa
             best = replace(best, x=x, value=min(best.value, value), rounds=rnd, columns=len(lp.cols))
         # Reduced costs of the LP columns at these duals, in $ (the per-workload rows included).
         red = ((m.cost - m.penalty[m.cw]) / MONEY_SCALE - yw[m.cw] - yb[m.cw] * m.hourly
-               + (rc - m.cost) / MONEY_SCALE)
+               + (rc - m.cost) / MONEY_SCALE - rows.spread_term(y))
         spread = max(1.0, value - floor)
         if (value - best.bound) <= LP_TOLERANCE * spread:
             break

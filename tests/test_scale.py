@@ -472,9 +472,14 @@ def test_pruned_relaxations_stay_below_the_unpruned_ones(variant: str, monkeypat
         np.zeros(m.n_w, bool)
     counts = np.diff(pm.start)
     assert (counts[spot_team] == np.diff(m.start)[spot_team]).all()  # spot-share teams keep every candidate
-    # at zero prices the pruned relaxation is the unpruned one (the kept candidates hold every replica)
+    # at zero prices the pruned relaxation is the unpruned one (the kept candidates hold every
+    # replica), except for spread workloads, whose pruned candidates' groups are unknown: there at most
     _, v_full = scale.relaxed_solution(m, m.cost.astype(np.float64))
     _, v_pruned = scale.relaxed_solution(pm, pm.cost.astype(np.float64))
+    assert v_pruned <= v_full + 1e-6 * abs(v_full)
+    plain = np.flatnonzero(~spread)
+    _, v_full = scale.relaxed_solution(scale.restrict(m, plain), scale.restrict(m, plain).cost.astype(np.float64))
+    _, v_pruned = scale.relaxed_solution(scale.restrict(pm, plain), scale.restrict(pm, plain).cost.astype(np.float64))
     assert v_pruned == pytest.approx(v_full)
     # at any prices the pruned Lagrangian value is a lower bound of the unpruned one
     rng = np.random.default_rng(3)
@@ -545,3 +550,52 @@ def test_candidate_caps_keep_within_every_pool_of_their_offer() -> None:
     # a plan never puts more on a candidate than its cap, and it still respects every pool
     plan = make_plan(s, PlanOptions(method="scale"))
     assert verify_plan(plan, s) == []
+
+
+def test_spread_optimum_is_the_best_placement_with_its_spread() -> None:
+    import itertools
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 5))
+        rc = rng.integers(-30, 30, n).astype(np.float64)
+        cap = rng.integers(0, 3, n)
+        group = rng.integers(0, 3, n)
+        least = int(rng.integers(2, 4))
+        fewest = int(rng.integers(1, 4))
+        most = int(rng.integers(1, 6))
+        penalty = float(rng.integers(0, 40))
+        value, x = scale._spread_optimum(rc, cap, group, least, fewest, most, penalty)
+        best = 0.0
+        for xs in itertools.product(*[range(int(c) + 1) for c in cap]):
+            xa = np.asarray(xs)
+            k = int(xa.sum())
+            if k == 0 or (max(fewest, least) <= k <= most and len(set(group[xa > 0].tolist())) >= least):
+                best = min(best, float(((rc - penalty) * xa).sum()))
+        assert value == pytest.approx(best)
+        # and its placement is one with that value, within the caps and the spread
+        assert (x <= cap).all() and float(((rc - penalty) * x).sum()) == pytest.approx(value)
+        if x.sum():
+            assert len(set(group[x > 0].tolist())) >= least and max(fewest, least) <= x.sum() <= most
+
+
+@pytest.mark.parametrize("variant", ["spread", "tight"])
+def test_lp_relaxation_is_the_exact_models_lp(variant: str) -> None:
+    """The column generation's LP, spread rows included, is the LP relaxation of the exact model
+    (the benchmark's independent formulation of it, solved whole by HiGHS)."""
+    from bench import baselines as B
+
+    s = generate(30, 120, 40, variant)
+    m = _model(s)
+    cost = m.cost.astype(np.float64)
+    x = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
+    lp = scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    inv, pol = s.inventory.inventory, s.policies.policies
+    egress = region_egress_table(inv)
+    prob = B.compact_problem([candidates_for(w, inv, pol, egress) for w in s.workloads.workloads], inv, pol)
+    whole = B.run_highs(prob, relax=True, time_limit=60, threads=1)["lp_objective"]
+    assert variant != "spread" or ((m.min_providers > 1) | (m.min_regions > 1)).any()
+    # the Lagrangian value (the bound) is below the LP, the restricted LP's optimum above it
+    assert lp.bound / scale.MONEY_SCALE <= whole * (1 + 1e-6)
+    assert lp.value / scale.MONEY_SCALE >= whole * (1 - 1e-6)
+    assert (lp.value - lp.bound) <= 1e-3 * (lp.value - scale.fixed_penalty(m))
