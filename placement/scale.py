@@ -66,8 +66,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
+from array import array
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -732,6 +733,13 @@ class Prices:
 # ==================================================================================================
 
 
+def _ints(values: np.ndarray) -> array[int]:
+    """The values as an ``array.array`` of 64-bit integers (indexing gives Python ints)."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(values, np.int64).tobytes())
+    return out
+
+
 class Residual:
     """What is left of every shared limit, for a greedy that keeps all hard constraints."""
 
@@ -743,19 +751,21 @@ class Residual:
                 "pools_of": [list(zip(m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist(),
                                       m.pool_per_node[m.pool_start[o]:m.pool_start[o + 1]].tolist(), strict=True))
                              for o in range(len(m.avail))],
-                "offer": m.offer.tolist(), "nodes": m.nodes.tolist(), "hourly": m.hourly.tolist(),
-                "cap": m.cap.tolist(), "coef": m.spot_coef().tolist(), "team": m.team.tolist(),
-                "provider": m.provider.tolist(), "region": m.region.tolist(),
+                # Per candidate, 8-byte machine integers (array.array) rather than lists of Python
+                # ints: several GB less on a 10 M-candidate model, at about the same access speed.
+                "offer": _ints(m.offer), "nodes": _ints(m.nodes), "hourly": _ints(m.hourly),
+                "cap": _ints(m.cap), "coef": _ints(m.spot_coef()), "team": m.team.tolist(),
+                "provider": _ints(m.provider), "region": _ints(m.region),
             }
         self.pools_of: list[list[tuple[int, int]]] = lists["pools_of"]
-        self.offer: list[int] = lists["offer"]
-        self.nodes: list[int] = lists["nodes"]
-        self.hourly: list[int] = lists["hourly"]
-        self.cap: list[int] = lists["cap"]
-        self.coef: list[int] = lists["coef"]
+        self.offer: Sequence[int] = lists["offer"]
+        self.nodes: Sequence[int] = lists["nodes"]
+        self.hourly: Sequence[int] = lists["hourly"]
+        self.cap: Sequence[int] = lists["cap"]
+        self.coef: Sequence[int] = lists["coef"]
         self.team: list[int] = lists["team"]
-        self.provider: list[int] = lists["provider"]
-        self.region: list[int] = lists["region"]
+        self.provider: Sequence[int] = lists["provider"]
+        self.region: Sequence[int] = lists["region"]
         self.has_budget = [b >= 0 for b in m.team_budget.tolist()]
         self.has_share = [s >= 0 for s in m.team_share.tolist()]
         if x is None or not x.any():
