@@ -51,9 +51,50 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def children_maxrss_mib() -> float:
-    """Peak RSS of the largest finished child process (the engine's worker processes)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+class ChildrenPeak:
+    """The largest peak RSS (``VmHWM``) among this process's child processes (the engine's worker
+    processes), polled from /proc by a thread. (``getrusage(RUSAGE_CHILDREN)`` cannot tell it: a
+    child started by fork and exec keeps its parent's peak as its own.) A peak reached in the last
+    poll interval of a child's life is missed."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        import threading
+
+        self.every_s = every_s
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _poll(self) -> None:
+        me = str(os.getpid())
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+                self.peak_kib = max(self.peak_kib, int(fields["VmHWM"].split()[0]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._poll()
+
+    def __enter__(self) -> ChildrenPeak:
+        if os.path.isdir("/proc"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return self.peak_kib / 1024.0
 
 
 # ==================================================================================================
@@ -237,11 +278,12 @@ def worker_engine_scale(name: str, opts: dict[str, Any], scen: Any, rss0: float)
     scale.candidate_arrays, scale.build_model, scale.solve_model = candidate_arrays, build_model, solve_model
     scale.plan_large = plan_large
     t0 = time.perf_counter()
-    plan = make_plan(scen, PlanOptions(max_deterministic_time=opts.get("det_limit"), workers=opts.get("workers")))
+    with ChildrenPeak() as workers_peak:
+        plan = make_plan(scen, PlanOptions(max_deterministic_time=opts.get("det_limit"), workers=opts.get("workers")))
     rec["time_total_s"] = time.perf_counter() - t0
     rec["assemble_s"] = time.perf_counter() - marks["solved"]
     rec["rss_peak_mib"] = maxrss_mib()
-    rec["rss_workers_peak_mib"] = children_maxrss_mib()
+    rec["rss_workers_hwm_mib"] = workers_peak.mib
     offset = marks["solve_start"] - marks["filtered"]
     rec["trajectory"] = [(round(offset + t, 4), o) for t, o, _b in traj]
     rec["bound_trajectory"] = [(round(offset + t, 4), b) for t, _o, b in traj]
@@ -360,7 +402,6 @@ def worker_engine(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     plan = planner.make_plan(scen, PlanOptions(max_deterministic_time=opts.get("det_limit")))
     rec["time_total_s"] = time.perf_counter() - t0
     rec["rss_peak_mib"] = maxrss_mib()
-    rec["rss_workers_peak_mib"] = children_maxrss_mib()
     rec["rss_instance_mib"] = rss0
     rec["status"] = plan.solver.status
     rec["engine_objective"] = plan.solver.objective
@@ -746,9 +787,9 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
                 g_lp, g_best = None, eng.get("engine_gap")
                 viol = eng.get("verify_violations", 0)
             rss = eng.get("rss_peak_mib")
-            if rss is not None and eng.get("rss_workers_peak_mib"):
+            if rss is not None and eng.get("rss_workers_hwm_mib"):
                 # the main process and its largest worker process (at most both at their peaks at once)
-                rss += eng["rss_workers_peak_mib"]
+                rss += eng["rss_workers_hwm_mib"]
             checks = [first is not None and first + (filt or 0.0) <= first_t,
                       t_gap is not None and t_gap + (filt or 0.0) <= time_t,
                       rss_t is None or (rss is not None and rss <= rss_t), viol == 0]
