@@ -38,9 +38,9 @@ workloads. This planner minimises the same objective under the same hard constra
      (components up to ``GLOBAL_MIP_WORKLOADS``; first, before any neighbourhood, up to
      ``GLOBAL_MIP_FIRST_WORKLOADS``), and repair again on the rest. Every MIP starts from the
      current plan (a complete solution hint). Neighbourhood repair: MIPs over a tenth of the
-     component's workloads, 300 at least (those with unplaced replicas and the workloads holding the offers and pools they
-     need; those paying most above their cheapest candidate; those around the most contended
-     limits), the rest fixed, accepted only when they improve the plan, until the gap is under
+     component's workloads, 300 at least (those with unplaced replicas and the workloads holding
+     the offers and pools they need; those paying most above their cheapest candidate; those
+     around the most contended limits), the rest fixed, accepted only when they improve the plan, until the gap is under
      ``TARGET_GAP`` or the work budget is spent. A few subgradient steps from the LP's prices
      may then lift the bound above the LP's.
 4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
@@ -1390,7 +1390,7 @@ class _LPRows:
         m = self.m
         out = np.zeros(m.n_c)
         if len(self.s_w):
-            cs = np.flatnonzero(self.s_pos[m.cw] >= 0)
+            cs = np.flatnonzero((self.s_pos[m.cw] >= 0) & (m.cap > 0))  # the candidates that can be columns
             for rows, k, v in self._spread_rows(cs):
                 np.add.at(out, cs[k], v * np.minimum(y[rows], 0.0))
         return out
