@@ -20,6 +20,7 @@ import resource
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -58,8 +59,6 @@ class ChildrenPeak:
     poll interval of a child's life is missed."""
 
     def __init__(self, every_s: float = 0.2) -> None:
-        import threading
-
         self.every_s = every_s
         self.peak_kib = 0
         self._stop = threading.Event()

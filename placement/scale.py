@@ -591,7 +591,8 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     if not len(groups):
         return x, float((m.penalty * m.replicas).sum())
     cur = rc.astype(np.float64).copy()
-    need = m.most_replicas()
+    most = m.most_replicas()
+    need = most.copy()
     rounds_c: list[np.ndarray] = []  # per round, per workload: candidate taken (-1 none)
     rounds_n: list[np.ndarray] = []
     rounds_v: list[np.ndarray] = []
@@ -657,7 +658,6 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     spread = np.flatnonzero(((m.min_providers > 1) | (m.min_regions > 1)) & (counts_all > 0))
     if pruned:
         spread = spread[~np.isfinite(m.dropped[spread])]
-    most = m.most_replicas()
     for w in spread.tolist():
         s, e = int(m.start[w]), int(m.start[w + 1])
         best: tuple[float, np.ndarray] | None = None
