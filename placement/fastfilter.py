@@ -203,50 +203,75 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
             u_id[wi, j] = ui
             u_lim[wi, j] = lim
 
-    chunk = max(1, CHUNK_PAIRS // max(1, n_o))
+    # Only offers of a requested GPU model can be candidates: workloads are grouped by the set of models
+    # they request, and each group is checked against those models' offers only. Each workload's pairs
+    # come out together, offers ascending; they are then put in workload order.
     parts_w: list[np.ndarray] = []
     parts_o: list[np.ndarray] = []
-    parts_need: list[np.ndarray] = []
-    parts_nodes: list[np.ndarray] = []
-    for a in range(0, n_w, chunk):
-        b = min(n_w, a + chunk)
-        need = need_wg[a:b][:, gpu_code] if n_g else np.zeros((b - a, n_o), np.int64)
-        ok = need > 0
-        ok &= static[w_key[a:b]]
-        ok &= ~(o_mem[None, :] + 1e-9 < w_minmem[a:b, None])
-        ok &= ~(o_spot[None, :] & ~w_intr[a:b, None])
-        nodes = -((-need) // o_gpus[None, :])
-        ok &= nodes <= w_maxn[a:b, None]
-        ok &= ~(o_vcpus[None, :] * nodes < w_vcpus[a:b, None])
-        ok &= ~(o_ram[None, :] * nodes + 1e-9 < w_ram[a:b, None])
-        ok &= ~((o_avail[None, :] >= 0) & (o_avail[None, :] < nodes))
-        for j in range(max_users):
-            uid = u_id[a:b, j]
-            has = uid >= 0
-            if not has.any():
+    if n_g:
+        sets, set_of = np.unique(need_wg > 0, axis=0, return_inverse=True)
+        set_of = set_of.reshape(-1)
+        for si in range(sets.shape[0]):
+            o_sel = np.flatnonzero(sets[si][gpu_code])
+            if o_sel.size == 0:
                 continue
-            rtt_u = rtt[np.where(has, uid, 0)]
-            lim_u = u_lim[a:b, j, None]
-            bad_u = rtt_u > lim_u
-            near = np.abs(rtt_u - lim_u) <= 1e-6 * np.maximum(1.0, lim_u)
-            near &= ok & has[:, None]
-            for r, c in zip(*np.nonzero(near), strict=True):
-                user = workloads[a + int(r)].users[j]
-                bad_u[r, c] = latency_ms(inventory, user.name, user.location, offers[int(c)]) > user.max_latency_ms
-            ok &= ~(bad_u & has[:, None])
-        rows, cs = np.nonzero(ok)
-        parts_w.append((rows + a).astype(np.int32))
-        parts_o.append(cs.astype(np.int32))
-        parts_need.append(need[rows, cs].astype(np.int32))
-        parts_nodes.append(nodes[rows, cs].astype(np.int32))
-    cw = np.concatenate(parts_w) if parts_w else np.zeros(0, np.int32)
-    co = np.concatenate(parts_o) if parts_o else np.zeros(0, np.int32)
-    c_need = np.concatenate(parts_need) if parts_need else np.zeros(0, np.int32)
-    c_nodes = np.concatenate(parts_nodes) if parts_nodes else np.zeros(0, np.int32)
+            rows_s = np.flatnonzero(set_of == si)
+            keys_s, key_s = np.unique(w_key[rows_s], return_inverse=True)
+            static_s = static[keys_s][:, o_sel]
+            rtt_s = rtt[:, o_sel]
+            o_gpus_s, o_mem_s, o_spot_s = o_gpus[o_sel][None, :], o_mem[o_sel][None, :], o_spot[o_sel][None, :]
+            o_vcpus_s, o_ram_s, o_avail_s = o_vcpus[o_sel][None, :], o_ram[o_sel][None, :], o_avail[o_sel][None, :]
+            chunk = max(1, CHUNK_PAIRS // o_sel.size)
+            for a in range(0, rows_s.size, chunk):
+                rows = rows_s[a:a + chunk]
+                need = need_wg[rows][:, gpu_code[o_sel]]
+                ok = need > 0
+                ok &= static_s[key_s[a:a + chunk]]
+                ok &= ~(o_mem_s + 1e-9 < w_minmem[rows, None])
+                ok &= ~(o_spot_s & ~w_intr[rows, None])
+                nodes = -((-need) // o_gpus_s)
+                ok &= nodes <= w_maxn[rows, None]
+                ok &= ~(o_vcpus_s * nodes < w_vcpus[rows, None])
+                ok &= ~(o_ram_s * nodes + 1e-9 < w_ram[rows, None])
+                ok &= ~((o_avail_s >= 0) & (o_avail_s < nodes))
+                for j in range(max_users):
+                    uid = u_id[rows, j]
+                    has = uid >= 0
+                    if not has.any():
+                        continue
+                    rtt_u = rtt_s[np.where(has, uid, 0)]
+                    lim_u = u_lim[rows, j, None]
+                    bad_u = rtt_u > lim_u
+                    near = np.abs(rtt_u - lim_u) <= 1e-6 * np.maximum(1.0, lim_u)
+                    near &= ok & has[:, None]
+                    for r, c in zip(*np.nonzero(near), strict=True):
+                        user = workloads[int(rows[r])].users[j]
+                        offer = offers[int(o_sel[c])]
+                        bad_u[r, c] = latency_ms(inventory, user.name, user.location, offer) > user.max_latency_ms
+                    ok &= ~(bad_u & has[:, None])
+                r_ok, c_ok = np.nonzero(ok)
+                parts_w.append(rows[r_ok].astype(np.int32))
+                parts_o.append(o_sel[c_ok].astype(np.int32))
+    w_found = np.concatenate(parts_w) if parts_w else np.zeros(0, np.int32)
+    o_found = np.concatenate(parts_o) if parts_o else np.zeros(0, np.int32)
+    # Workload order without a sort: a workload's pairs are one run, moved to the workload's slot.
+    n_found = w_found.shape[0]
+    start = np.zeros(n_w + 1, np.int64)
+    np.cumsum(np.bincount(w_found, minlength=n_w), out=start[1:])
+    runs = np.flatnonzero(np.concatenate(([True], w_found[1:] != w_found[:-1]))) if n_found else w_found
+    shift = start[:-1].copy()
+    shift[w_found[runs]] -= runs
+    dest = shift[w_found] + np.arange(n_found, dtype=np.int64)
+    cw = np.empty(n_found, np.int32)
+    co = np.empty(n_found, np.int32)
+    cw[dest] = w_found
+    co[dest] = o_found
+    del w_found, o_found, dest
+    c_need = need_wg[cw, gpu_code[co]].astype(np.int32) if n_found else np.zeros(0, np.int32)
+    c_nodes = (-((-c_need.astype(np.int64)) // o_gpus[co])).astype(np.int32)
 
     # Costs, in the scalar code's order of operations.
-    nodes64 = c_nodes.astype(np.int64)
-    inst = nodes64 * o_price[co]
+    inst = c_nodes.astype(np.int64) * o_price[co]
     egress_table = region_egress_table(inventory)
     w_rate = np.full(n_w, np.nan)
     w_size = np.zeros(n_w)
@@ -260,8 +285,30 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
                 w_size[wi] = w.dataset.size_gb
                 w_amort[wi] = w.dataset.amortization_hours
                 w_rk[wi] = rk_table.get(w.dataset.region_key, -2)
-    has_egress = ~np.isnan(w_rate[cw]) & (w_rk[cw] != rk_code[co])
-    egress = np.where(has_egress, w_size[cw] * np.nan_to_num(w_rate[cw]) / w_amort[cw], 0.0)
+    w_egress = w_size * np.nan_to_num(w_rate) / w_amort
+    has_egress = ~np.isnan(w_rate)[cw] & (w_rk[cw] != rk_code[co])
+    egress = np.where(has_egress, w_egress[cw], 0.0)
+    del has_egress
+
+    # Workload budgets: drop what cannot fit even with the cheapest candidate for the other replicas.
+    hourly = inst + egress
+    w_budget = np.asarray([np.inf if w.budget_hourly_usd is None else w.budget_hourly_usd for w in workloads],
+                          np.float64)
+    w_fewest = np.asarray([w.fewest_replicas for w in workloads], np.float64)
+    cheapest = np.zeros(n_w)
+    nonempty = np.flatnonzero(start[1:] > start[:-1])
+    if nonempty.size:
+        cheapest[nonempty] = np.minimum.reduceat(hourly, start[nonempty])
+    extra = (w_fewest - 1) * cheapest
+    keep = ~(hourly + extra[cw] > w_budget[cw] + 1e-9)
+    del hourly
+    if not keep.all():
+        cw, co, c_need, c_nodes, inst, egress = cw[keep], co[keep], c_need[keep], c_nodes[keep], inst[keep], egress[keep]
+        start = np.zeros(n_w + 1, np.int64)
+        np.cumsum(np.bincount(cw, minlength=n_w), out=start[1:])
+    del keep
+
+    nodes64 = c_nodes.astype(np.int64)
     o_cg = np.asarray([np.nan if o.carbon_g_per_kwh is None else o.carbon_g_per_kwh for o in offers], np.float64)
     o_kw = np.asarray([o.gpu_power_kw if o.gpu_power_kw is not None else GPU_POWER_KW.get(o.gpu_model, 0.5)
                        for o in offers], np.float64)
@@ -276,24 +323,7 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
         owned = np.asarray([o.capacity_type == "owned" for o in offers], bool)[co]
         pref = np.where(owned, pref - prefs.owned_bonus_usd_per_gpu_hour * c_need.astype(np.int64), pref)
     bonus = np.asarray([prefs.provider_bonus_usd_per_hour.get(o.provider, 0.0) for o in offers], np.float64)
-    pref = pref - bonus[co]
-
-    # Workload budgets: drop what cannot fit even with the cheapest candidate for the other replicas.
-    keep = np.ones(cw.shape[0], bool)
-    hourly = inst + egress
-    start = np.searchsorted(cw, np.arange(n_w + 1)).astype(np.int64)
-    for wi, w in enumerate(workloads):
-        budget = w.budget_hourly_usd
-        s, e = int(start[wi]), int(start[wi + 1])
-        if budget is None or s == e:
-            continue
-        cheapest = float(hourly[s:e].min())
-        extra = (w.fewest_replicas - 1) * cheapest
-        keep[s:e] = ~(hourly[s:e] + extra > budget + 1e-9)
-    if not keep.all():
-        cw, co, c_need, c_nodes = cw[keep], co[keep], c_need[keep], c_nodes[keep]
-        inst, egress, carbon, pref = inst[keep], egress[keep], carbon[keep], pref[keep]
-        start = np.searchsorted(cw, np.arange(n_w + 1)).astype(np.int64)
+    pref -= bonus[co]
     return CandidateArrays(workload=cw, offer=co, gpus_needed=c_need, nodes=c_nodes, instance_hourly_usd=inst,
                            egress_hourly_usd=egress, carbon_kg_per_hour=carbon, preference_hourly_usd=pref,
                            start=start)

@@ -63,6 +63,7 @@ relaxation) in the units of the exact path's objective, so the reported gap is a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import time
@@ -71,7 +72,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -113,6 +114,7 @@ THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations w
 STALL = 8
 STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective - best bound)
 TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
+GREEDY_BATCH = 256  # workloads whose candidates the greedy screens for room at once
 NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood at least,
 NEIGHBOURHOOD_SHARE = 10  # and one in this many of the component's workloads
 SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
@@ -132,10 +134,11 @@ POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split int
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
 POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
-PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``prune_large``):
+PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``filtered_model``):
 PRUNE_KEEP = 96  # every workload keeps this many cheapest candidates,
 PRUNE_SPREAD = 32  # and this many more spread through the rest by cost
 PRUNE_CHUNK_CANDIDATES = 2_000_000  # candidates per chunk of the pruning pass
+BLOCK_PAIRS = 40_000_000  # workload x offer cells filtered, modelled and pruned at once (``filtered_model``)
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -396,7 +399,7 @@ def _candidates_of(m: Model, csel: np.ndarray, cw: np.ndarray | None = None) -> 
     return out
 
 
-def prune(m: Model, keep_per_workload: int) -> tuple[Model, np.ndarray]:
+def prune(m: Model, keep_per_workload: int, first: int = 0) -> tuple[Model, np.ndarray]:
     """The model with every workload's candidates cut to its ``keep_per_workload``
     cheapest (equal costs in an order rotated per workload; spread workloads keep 4 times as many),
     further until they can hold every replica the workload may have, and ``PRUNE_SPREAD`` more at
@@ -405,6 +408,8 @@ def prune(m: Model, keep_per_workload: int) -> tuple[Model, np.ndarray]:
     that uses no shared limit, so their bounds stay valid for the unpruned model, while every plan
     uses kept candidates only. Works through the workloads in chunks of about
     ``PRUNE_CHUNK_CANDIDATES`` candidates, so that its temporary arrays stay small.
+
+    ``first`` is the number of the model's first workload among all (the rotation depends on it).
 
     Returns (pruned model with candidate ids renumbered 0.., positions of the kept candidates in
     ``m``)."""
@@ -430,7 +435,7 @@ def prune(m: Model, keep_per_workload: int) -> tuple[Model, np.ndarray]:
             cost, cap = m.cost[s0:e0], m.cap[s0:e0]
             # Equal costs (identical nodes of one cluster, say) are kept in a rotation that differs
             # from workload to workload, so that workloads do not all keep the same offers.
-            rotated = (m.offer[s0:e0] + (a + cw) * 7919) % max(1, n_o)
+            rotated = (m.offer[s0:e0] + (first + a + cw) * 7919) % max(1, n_o)
             rank = _rank_in_group(cw, cost * n_o + rotated)
             k_w = k_of[a:b][cw]
             kp = ~sel[a:b][cw] | (rank < k_w)
@@ -461,14 +466,120 @@ def prune(m: Model, keep_per_workload: int) -> tuple[Model, np.ndarray]:
     return out, kept
 
 
-def prune_large(m: Model) -> tuple[Model, np.ndarray | None]:
-    """Above ``PRUNE_MIN_CANDIDATES`` candidates every workload keeps its ``PRUNE_KEEP`` cheapest
-    (``prune``). Workloads that end up alone stay exact: at zero prices the pruned relaxation is the
-    unpruned one, and no exact model is built for pruned workloads (``solve_model``). Returns the
-    model to solve and the positions of its candidates in ``m`` (None: not pruned, the same)."""
-    if m.n_c <= PRUNE_MIN_CANDIDATES:
-        return m, None
-    return prune(m, PRUNE_KEEP)
+@dataclass
+class Filtered:
+    """The candidates behind a model (``filtered_model``), and what a plan's explanations need of
+    every candidate the filter kept, pruned ones included."""
+
+    ca: CandidateArrays  # the model's candidates, in its order
+    n_all: int  # candidates the filter kept
+    obj_start: np.ndarray  # int64, per workload: its candidates in ``obj``
+    obj: np.ndarray  # float64, objective per replica of every candidate the filter kept
+    best_offer: np.ndarray  # int64, per workload: offer of its cheapest candidate (the first such), -1: none
+    best_hourly: np.ndarray  # float64, that candidate's cost per replica
+
+
+def _cheapest(ca: CandidateArrays, n_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per workload, the offer and cost of its first candidate of least objective (-1, nan: none)."""
+    obj = ca.objective_hourly_usd
+    best_offer = np.full(n_w, -1, np.int64)
+    best_hourly = np.full(n_w, np.nan)
+    ne = np.flatnonzero(ca.start[1:] > ca.start[:-1])
+    if len(ne):
+        low = np.full(n_w, np.inf)
+        low[ne] = np.minimum.reduceat(obj, ca.start[ne])
+        hits = np.flatnonzero(obj == low[ca.workload])
+        ws, first = np.unique(ca.workload[hits], return_index=True)
+        best_offer[ws] = ca.offer[hits[first]]
+        best_hourly[ws] = ca.hourly_usd[hits[first]]
+    return best_offer, best_hourly
+
+
+def _subset(ca: CandidateArrays, sel: np.ndarray | None, first: int, n_w: int) -> CandidateArrays:
+    """The candidates ``sel`` (positions; None: all) of ``ca``, their workloads numbered from ``first``."""
+    fields = {f.name: getattr(ca, f.name) for f in dataclasses.fields(ca) if f.name != "start"}
+    if sel is not None:
+        fields = {k: v[sel] for k, v in fields.items()}
+    fields["workload"] = (fields["workload"].astype(np.int64) + first).astype(np.int32)
+    start = np.zeros(n_w + 1, np.int64)
+    np.cumsum(np.bincount(fields["workload"] - first, minlength=n_w), out=start[1:])
+    return CandidateArrays(start=start, **fields)
+
+
+def _concat_candidates(parts: list[CandidateArrays], n_w: int) -> CandidateArrays:
+    fields = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+              for f in dataclasses.fields(CandidateArrays) if f.name != "start"}
+    start = np.zeros(n_w + 1, np.int64)
+    np.cumsum(np.bincount(fields["workload"], minlength=n_w), out=start[1:])
+    return CandidateArrays(start=start, **fields)
+
+
+def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
+    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global."""
+    first = np.cumsum([0] + [p.n_w for p in parts])
+    cat = {f: np.concatenate([getattr(p, f) for p in parts])
+           for f in ("replicas", "fewest", "team", "budget", "min_providers", "min_regions", "most", "dropped",
+                     *_CANDIDATE_FIELDS)}
+    cat["cw"] = np.concatenate([p.cw + int(first[i]) for i, p in enumerate(parts)])
+    n_w = int(first[-1])
+    start = np.zeros(n_w + 1, np.int64)
+    np.cumsum(np.bincount(cat["cw"], minlength=n_w), out=start[1:])
+    cat["cand_ids"] = np.arange(len(cat["cw"]), dtype=np.int64)
+    return replace(parts[0], cache={}, start=start, penalty=penalty, workload_ids=np.arange(n_w, dtype=np.int64),
+                   **cat)
+
+
+def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory,
+                   pol: PolicySet) -> tuple[Model, Filtered]:
+    """The candidate filter, ``build_model`` and ``prune`` block by block of workloads (about
+    ``BLOCK_PAIRS`` workload x offer cells each), so that the candidates of all workloads are never
+    held at once, only those the pruning keeps. The result is the one of the three steps on all
+    workloads at once: each works workload by workload, except the penalty per unplaced replica,
+    set from the most expensive candidate of all blocks, and the decision to prune (above
+    ``PRUNE_MIN_CANDIDATES`` candidates in all), which blocks held until then follow too."""
+    n_w, n_o = len(workloads), len(inv.offers)
+    size = max(1, BLOCK_PAIRS // max(1, n_o))
+    held: list[tuple[int, Model, CandidateArrays]] = []
+    models: list[Model] = []
+    cands: list[CandidateArrays] = []
+    objs: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    best_offer: list[np.ndarray] = []
+    best_hourly: list[np.ndarray] = []
+    unit, total, pruning = 0.0, 0, False
+    for a in range(0, max(1, n_w), size):
+        block = workloads[a:a + size]
+        ca = candidate_arrays(block, inv, pol)
+        m, unit_b = build_model(block, inv, pol, ca)
+        unit = max(unit, unit_b)
+        total += len(ca)
+        objs.append(ca.objective_hourly_usd)
+        counts.append(np.diff(ca.start))
+        bo, bh = _cheapest(ca, len(block))
+        best_offer.append(bo)
+        best_hourly.append(bh)
+        held.append((a, m, ca))
+        pruning = pruning or total > PRUNE_MIN_CANDIDATES
+        if pruning:
+            for first, mb, cb in held:
+                pm, kept = prune(mb, PRUNE_KEEP, first=first)
+                models.append(pm)
+                cands.append(_subset(cb, kept, first, mb.n_w))
+            held = []
+    if len(models) + len(held) == 1:  # one block: the three steps' own result
+        m = (models or [held[0][1]])[0]
+        ca = cands[0] if cands else held[0][2]
+    else:
+        for first, mb, cb in held:
+            models.append(mb)
+            cands.append(_subset(cb, None, first, mb.n_w))
+        penalty = np.asarray([round(unit * w.priority * MONEY_SCALE) for w in workloads], np.int64)
+        m = _concat_models(models, penalty)
+        ca = _concat_candidates(cands, n_w)
+    obj_start = np.zeros(n_w + 1, np.int64)
+    np.cumsum(np.concatenate(counts), out=obj_start[1:])
+    return m, Filtered(ca=ca, n_all=total, obj_start=obj_start, obj=np.concatenate(objs),
+                       best_offer=np.concatenate(best_offer), best_hourly=np.concatenate(best_hourly))
 
 
 def _keep_candidates(m: Model, keep: np.ndarray) -> Model:
@@ -736,7 +847,7 @@ class Prices:
 def _ints(values: np.ndarray) -> array[int]:
     """The values as an ``array.array`` of 64-bit integers (indexing gives Python ints)."""
     out = array("q")
-    out.frombytes(np.ascontiguousarray(values, np.int64).tobytes())
+    out.frombytes(np.ascontiguousarray(values, np.int64).data.cast("B"))
     return out
 
 
@@ -751,21 +862,11 @@ class Residual:
                 "pools_of": [list(zip(m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist(),
                                       m.pool_per_node[m.pool_start[o]:m.pool_start[o + 1]].tolist(), strict=True))
                              for o in range(len(m.avail))],
-                # Per candidate, 8-byte machine integers (array.array) rather than lists of Python
-                # ints: several GB less on a 10 M-candidate model, at about the same access speed.
-                "offer": _ints(m.offer), "nodes": _ints(m.nodes), "hourly": _ints(m.hourly),
-                "cap": _ints(m.cap), "coef": _ints(m.spot_coef()), "team": m.team.tolist(),
-                "provider": _ints(m.provider), "region": _ints(m.region),
+                "team": m.team.tolist(),
             }
+        self.lists = lists
         self.pools_of: list[list[tuple[int, int]]] = lists["pools_of"]
-        self.offer: Sequence[int] = lists["offer"]
-        self.nodes: Sequence[int] = lists["nodes"]
-        self.hourly: Sequence[int] = lists["hourly"]
-        self.cap: Sequence[int] = lists["cap"]
-        self.coef: Sequence[int] = lists["coef"]
         self.team: list[int] = lists["team"]
-        self.provider: Sequence[int] = lists["provider"]
-        self.region: Sequence[int] = lists["region"]
         self.has_budget = [b >= 0 for b in m.team_budget.tolist()]
         self.has_share = [s >= 0 for s in m.team_share.tolist()]
         if x is None or not x.any():
@@ -780,35 +881,75 @@ class Residual:
         self.team_budget = np.where(m.team_budget >= 0, m.team_budget - u.team_budget, m.team_budget).tolist()
         self.team_spot = (-u.team_spot).tolist()
 
+    def _per_candidate(self, name: str) -> Sequence[int]:
+        """A per-candidate lookup, built on first use: 8-byte machine integers (array.array) rather
+        than lists of Python ints, several GB less on a 10 M-candidate model at about the same
+        access speed."""
+        out = self.lists.get(name)
+        if out is None:
+            values = self.m.spot_coef() if name == "coef" else getattr(self.m, name)
+            out = self.lists[name] = _ints(values)
+        return cast("Sequence[int]", out)
+
+    @property
+    def offer(self) -> Sequence[int]:
+        return self._per_candidate("offer")
+
+    @property
+    def nodes(self) -> Sequence[int]:
+        return self._per_candidate("nodes")
+
+    @property
+    def hourly(self) -> Sequence[int]:
+        return self._per_candidate("hourly")
+
+    @property
+    def cap(self) -> Sequence[int]:
+        return self._per_candidate("cap")
+
+    @property
+    def coef(self) -> Sequence[int]:
+        return self._per_candidate("coef")
+
+    @property
+    def provider(self) -> Sequence[int]:
+        return self._per_candidate("provider")
+
+    @property
+    def region(self) -> Sequence[int]:
+        return self._per_candidate("region")
+
     def fits(self, c: int, n: int, t: int) -> int:
-        o = self.offer[c]
-        nodes = self.nodes[c]
+        return self.fits_v(self.offer[c], self.nodes[c], self.hourly[c], self.coef[c], n, t)
+
+    def take(self, c: int, n: int, t: int) -> None:
+        self.take_v(self.offer[c], self.nodes[c], self.hourly[c], self.coef[c], n, t)
+
+    def fits_v(self, o: int, nodes: int, h: int, k: int, n: int, t: int) -> int:
+        """Replicas (at most ``n``) of a candidate on offer ``o`` (``nodes`` per replica, ``h`` per
+        replica, ``k`` in its team's spot row) that fit what is left; ``t`` its team (-1: none)."""
         a = self.avail[o]
         if a >= 0:
             n = min(n, a // nodes)
         for p, per in self.pools_of[o]:
             n = min(n, self.pool[p] // (per * nodes))
         if t >= 0:
-            h = self.hourly[c]
             if self.has_budget[t] and h > 0:
                 n = min(n, self.team_budget[t] // h)
-            k = self.coef[c]
             if self.has_share[t] and k > 0:
                 n = min(n, self.team_spot[t] // k)
         return max(0, n)
 
-    def take(self, c: int, n: int, t: int) -> None:
-        o = self.offer[c]
-        nodes = self.nodes[c]
+    def take_v(self, o: int, nodes: int, h: int, k: int, n: int, t: int) -> None:
         if self.avail[o] >= 0:
             self.avail[o] -= n * nodes
         for p, per in self.pools_of[o]:
             self.pool[p] -= n * per * nodes
         if t >= 0:
             if self.has_budget[t]:
-                self.team_budget[t] -= n * self.hourly[c]
+                self.team_budget[t] -= n * h
             if self.has_share[t]:
-                self.team_spot[t] -= n * self.coef[c]
+                self.team_spot[t] -= n * k
 
 
 def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = None,
@@ -823,14 +964,54 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
     x = np.zeros(m.n_c, np.int64) if x is None else x
     have = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64).tolist()
     spent = np.bincount(m.cw, weights=m.hourly * x, minlength=m.n_w).astype(np.int64).tolist()
-    srt = np.lexsort((np.arange(m.n_c), rc, m.cw)).tolist()
     start = m.start.tolist()
     replicas = m.replicas.tolist()
     fewest = m.fewest.tolist()
     budget = m.budget.tolist()
     minp = m.min_providers.tolist()
     minr = m.min_regions.tolist()
-    for w in order:
+    # Workloads go in batches. What is left of every offer and pool only shrinks within a batch (a
+    # workload given up returns only what it took), so a candidate whose offer had no room for one
+    # replica when its batch began has none later: each workload looks only at the others, by
+    # ascending reduced cost (then position), which is what it would take.
+    order_a = np.asarray(order, np.int64)
+    has_pools = np.flatnonzero(m.pool_start[1:] > m.pool_start[:-1])
+    pool_entry = np.repeat(np.arange(len(m.avail)), np.diff(m.pool_start))
+    batch_size = GREEDY_BATCH
+    coef = m.spot_coef()
+    span: dict[int, tuple[int, int]] = {}
+    c_l: list[int] = []
+    o_l: list[int] = []
+    nd_l: list[int] = []
+    h_l: list[int] = []
+    k_l: list[int] = []
+    cap_l: list[int] = []
+    p_l: list[int] = []
+    r_l: list[int] = []
+    for pos, w in enumerate(order):
+        if pos % batch_size == 0:
+            ws = order_a[pos:pos + batch_size]
+            counts = m.start[ws + 1] - m.start[ws]
+            total = int(counts.sum())
+            seg = np.cumsum(counts) - counts
+            idx = np.repeat(m.start[ws] - seg, counts) + np.arange(total, dtype=np.int64)
+            wpos = np.repeat(np.arange(len(ws), dtype=np.int64), counts)
+            room = np.asarray(res.avail, np.int64)
+            room = np.where(room >= 0, room, np.iinfo(np.int64).max)
+            if len(has_pools):
+                per_entry = np.asarray(res.pool, np.int64)[m.pool_id] // np.maximum(m.pool_per_node, 1)
+                by_pool = np.full(len(m.avail), np.iinfo(np.int64).max)
+                np.minimum.at(by_pool, pool_entry, per_entry)
+                room = np.minimum(room, by_pool)
+            ok = room[m.offer[idx]] >= m.nodes[idx]
+            idx, wpos = idx[ok], wpos[ok]
+            srt = np.lexsort((idx, rc[idx], wpos))
+            idx, wpos = idx[srt], wpos[srt]
+            bounds = np.searchsorted(wpos, np.arange(len(ws) + 1)).tolist()
+            span = {int(ws[i]): (bounds[i], bounds[i + 1]) for i in range(len(ws))}
+            c_l, o_l, nd_l = idx.tolist(), m.offer[idx].tolist(), m.nodes[idx].tolist()
+            h_l, k_l, cap_l = m.hourly[idx].tolist(), coef[idx].tolist(), m.cap[idx].tolist()
+            p_l, r_l = m.provider[idx].tolist(), m.region[idx].tolist()
         s, e = start[w], start[w + 1]
         if s == e:
             continue
@@ -839,22 +1020,22 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
         if left <= 0:
             continue
         wb = budget[w] if budget[w] < 0 else budget[w] - spent[w]
-        taken: list[tuple[int, int]] = []
-        cands = srt[s:e]
+        taken: list[tuple[int, int]] = []  # (position in the batch's lists, replicas)
+        j0, j1 = span[w]
         spread = (minp[w] > 1 or minr[w] > 1) and have[w] == 0
         if spread:
             provs: set[int] = set()
             regs: set[int] = set()
-            for c in cands:
+            for j in range(j0, j1):
                 if len(provs) >= minp[w] and len(regs) >= minr[w]:
                     break
-                p, r = res.provider[c], res.region[c]
+                p, r = p_l[j], r_l[j]
                 if (len(provs) < minp[w] and p not in provs) or (len(regs) < minr[w] and r not in regs):
-                    n = res.fits(c, 1, t)
-                    h = res.hourly[c]
+                    n = res.fits_v(o_l[j], nd_l[j], h_l[j], k_l[j], 1, t)
+                    h = h_l[j]
                     if n and (wb < 0 or h <= wb):
-                        res.take(c, 1, t)
-                        taken.append((c, 1))
+                        res.take_v(o_l[j], nd_l[j], h, k_l[j], 1, t)
+                        taken.append((j, 1))
                         left -= 1
                         if wb >= 0:
                             wb -= h
@@ -863,23 +1044,23 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
             if len(provs) < minp[w] or len(regs) < minr[w]:
                 left = -1
         if left > 0:
-            used = dict(taken)
+            used = {c_l[j]: n for j, n in taken}
             if have[w]:
                 for c in range(s, e):
                     if x[c]:
                         used[c] = int(x[c])
-            for c in cands:
-                n = min(left, res.cap[c] - used.get(c, 0))
+            for j in range(j0, j1):
+                n = min(left, cap_l[j] - used.get(c_l[j], 0))
                 if n <= 0:
                     continue
-                n = res.fits(c, n, t)
-                h = res.hourly[c]
+                h = h_l[j]
+                n = res.fits_v(o_l[j], nd_l[j], h, k_l[j], n, t)
                 if wb >= 0 and h > 0:
                     n = min(n, wb // h)
                 if n <= 0:
                     continue
-                res.take(c, n, t)
-                taken.append((c, n))
+                res.take_v(o_l[j], nd_l[j], h, k_l[j], n, t)
+                taken.append((j, n))
                 left -= n
                 if wb >= 0:
                     wb -= n * h
@@ -887,11 +1068,11 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
                     break
         placed = have[w] + sum(n for _, n in taken)
         if left < 0 or placed < fewest[w]:
-            for c, n in taken:
-                res.take(c, -n, t)
+            for j, n in taken:
+                res.take_v(o_l[j], nd_l[j], h_l[j], k_l[j], -n, t)
             continue
-        for c, n in taken:
-            x[c] += n
+        for j, n in taken:
+            x[c_l[j]] += n
     return x
 
 
@@ -2139,12 +2320,11 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     pol = scenario.policies.policies
     workloads = scenario.workloads.workloads
     # options.hint (where work runs now) is a suggestion for CP-SAT; this planner starts from its own plans.
-    ca = candidate_arrays(workloads, inv, pol)
-    m, _penalty_unit = build_model(workloads, inv, pol, ca)
+    # Hundreds of candidates per workload: each keeps its cheapest (the bound stays valid); the
+    # unpruned model is never held whole (``filtered_model``).
+    m, filtered = filtered_model(workloads, inv, pol)
+    ca = filtered.ca
     n_vars = m.n_w + m.n_c
-    # Hundreds of candidates per workload: keep each one's cheapest (the bound stays valid); the
-    # unpruned model is not kept (``kept`` maps the plan back to the candidates).
-    m, kept = prune_large(m)
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
     seed = settings.seed if options.seed is None else options.seed
@@ -2161,24 +2341,20 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     unplaced: list[Unplaced] = []
     chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for c in np.flatnonzero(res.x).tolist():
-        n = int(res.x[c])
-        if kept is not None:
-            c = int(kept[c])
-        chosen[int(ca.workload[c])].append((c, n))
+        chosen[int(ca.workload[c])].append((c, int(res.x[c])))
     team_spend: dict[str, float] = defaultdict(float)
     for wi, items in chosen.items():
         for c, n in items:
             team_spend[workloads[wi].team] += float(hourly[c]) * n
     egress_table = region_egress_table(inv)
     for wi, w in enumerate(workloads):
-        s, e = int(ca.start[wi]), int(ca.start[wi + 1])
+        s, e = int(filtered.obj_start[wi]), int(filtered.obj_start[wi + 1])
         replica = 0
         items = sorted(chosen.get(wi, []), key=lambda cn: offers[int(ca.offer[cn[0]])].id)
         if items:
-            objs = obj[s:e]
-            best = s + int(np.argmin(objs))
-            cheapest_id = offers[int(ca.offer[best])].id
-            cheapest_hourly = float(hourly[best])
+            objs = filtered.obj[s:e]
+            cheapest_id = offers[int(filtered.best_offer[wi])].id
+            cheapest_hourly = float(filtered.best_hourly[wi])
         for c, n in items:
             offer = offers[int(ca.offer[c])]
             cand = _candidate(ca, c, w, offer, inv, pol)
@@ -2206,7 +2382,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         deterministic_time=_r(res.det_time, 3),
         variables=n_vars,
         candidates_total=len(workloads) * len(offers),
-        candidates_kept=len(ca),
+        candidates_kept=filtered.n_all,
         wall_time_s=_r(time.perf_counter() - started, 3) if options.record_wall_time else None,
         fixed_penalty=_r(fixed),
     )

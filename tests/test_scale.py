@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -503,8 +505,8 @@ def test_a_pruned_model_gives_a_feasible_plan_with_a_valid_bound(monkeypatch: py
     pruned: list[int] = []
     prune = scale.prune
 
-    def counted(m: scale.Model, k: int) -> tuple[scale.Model, np.ndarray]:
-        out = prune(m, k)
+    def counted(m: scale.Model, k: int, first: int = 0) -> tuple[scale.Model, np.ndarray]:
+        out = prune(m, k, first)
         pruned.append(m.n_c - out[0].n_c)
         return out
 
@@ -599,3 +601,46 @@ def test_lp_relaxation_is_the_exact_models_lp(variant: str) -> None:
     assert lp.bound / scale.MONEY_SCALE <= whole * (1 + 1e-6)
     assert lp.value / scale.MONEY_SCALE >= whole * (1 - 1e-6)
     assert (lp.value - lp.bound) <= 1e-3 * (lp.value - scale.fixed_penalty(m))
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_filtering_block_by_block_gives_the_model_of_all_workloads_at_once(
+        monkeypatch: pytest.MonkeyPatch, pruned: bool) -> None:
+    g = generate(23, 90, 40, "spread")
+    # Each offer three times (equal costs: pruning's rotation among them depends on the workload's number).
+    inv = g.inventory.inventory.model_copy(update={"offers": tuple(
+        o.model_copy(update={"id": f"{o.id}/{k}"}) for k in range(3) for o in g.inventory.inventory.offers)})
+    s = replace(g, inventory=LoadedInventory(inv, (), g.inventory.digest))
+    ws, pol = s.workloads.workloads, s.policies.policies
+    if pruned:
+        monkeypatch.setattr(scale, "PRUNE_MIN_CANDIDATES", 50)
+        monkeypatch.setattr(scale, "PRUNE_KEEP", 2)
+        monkeypatch.setattr(scale, "PRUNE_SPREAD", 2)
+    whole, fw = scale.filtered_model(ws, inv, pol)
+    plan_whole = _scale_plan(s, det=2.0, workers=1)
+    monkeypatch.setattr(scale, "BLOCK_PAIRS", len(inv.offers))  # blocks of one workload
+    blocks, fb = scale.filtered_model(ws, inv, pol)
+    plan_blocks = _scale_plan(s, det=2.0, workers=1)
+    assert (len(whole.dropped) > 0) == pruned
+    assert fb.n_all == fw.n_all > whole.n_c if pruned else fb.n_all == fw.n_all == whole.n_c
+    for f in dataclasses.fields(scale.Model):
+        if f.name != "cache":
+            assert np.array_equal(getattr(whole, f.name), getattr(blocks, f.name)), f.name
+    for f in dataclasses.fields(scale.Filtered):
+        if f.name == "ca":
+            for g in dataclasses.fields(fw.ca):
+                assert np.array_equal(getattr(fw.ca, g.name), getattr(fb.ca, g.name), equal_nan=True), g.name
+        elif f.name != "n_all":
+            assert np.array_equal(getattr(fw, f.name), getattr(fb, f.name), equal_nan=True), f.name
+    # The model's candidates are the filter's, in its order: the plan maps back through them.
+    ca = candidate_arrays(ws, inv, pol)
+    pos = {(int(w), int(o)): i for i, (w, o) in enumerate(zip(ca.workload, ca.offer, strict=True))}
+    back = np.asarray([pos[(int(w), int(o))] for w, o in zip(fb.ca.workload, fb.ca.offer, strict=True)])
+    assert np.array_equal(scale._money(ca.objective_hourly_usd[back]), blocks.cost)
+    assert np.array_equal(ca.offer[back], blocks.offer)
+    assert np.array_equal(fb.obj_start, ca.start) and np.array_equal(fb.obj, ca.objective_hourly_usd)
+    obj = ca.objective_hourly_usd
+    for w in range(len(ws)):
+        s0, e0 = int(ca.start[w]), int(ca.start[w + 1])
+        assert fb.best_offer[w] == (ca.offer[s0 + int(np.argmin(obj[s0:e0]))] if e0 > s0 else -1)
+    assert plan_whole.digest == plan_blocks.digest
