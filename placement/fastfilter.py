@@ -14,6 +14,7 @@ is always the scalar one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -129,25 +130,59 @@ def _rtt_matrix(points: list[tuple[float, float]], lat_o: np.ndarray, lon_o: np.
     return out
 
 
-def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory: Inventory,
-                     policies: PolicySet) -> CandidateArrays:
+class FilterCache:
+    """Offer-level tables and residency masks, shared by the calls of ``candidate_arrays`` on blocks
+    of workloads of one inventory and policy set."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Any] = {}
+        self.static: dict[tuple[object, ...], np.ndarray] = {}
+
+
+def _offer_tables(inventory: Inventory, policies: PolicySet) -> dict[str, Any]:
     offers = inventory.offers
-    n_o = len(offers)
-    n_w = len(workloads)
     cols = {key: _codes([getattr(o, key) for o in offers]) for key in
             ("jurisdiction", "country", "region_key", "region", "provider", "provider_kind", "capacity_type",
              "gpu_model")}
+    prefs = policies.preferences
+    return {
+        "cols": cols,
+        "o_gpus": np.asarray([o.gpu_count for o in offers], np.int64),
+        "o_mem": np.asarray([o.gpu_memory_gib for o in offers], np.float64),
+        "o_vcpus": np.asarray([o.vcpus for o in offers], np.int64),
+        "o_ram": np.asarray([o.memory_gib for o in offers], np.float64),
+        "o_spot": np.asarray([o.capacity_type == "spot" for o in offers], bool),
+        "o_avail": np.asarray([-1 if o.available is None else o.available for o in offers], np.int64),
+        "o_price": np.asarray([o.hourly_usd for o in offers], np.float64),
+        "o_lat": np.radians(np.asarray([o.location.lat for o in offers], np.float64))[None, :],
+        "o_lon": np.radians(np.asarray([o.location.lon for o in offers], np.float64))[None, :],
+        "policy_ok": _policy_mask(offers, cols, policies),
+        "egress_table": region_egress_table(inventory),
+        "o_cg": np.asarray([np.nan if o.carbon_g_per_kwh is None else o.carbon_g_per_kwh for o in offers], np.float64),
+        "o_kw": np.asarray([o.gpu_power_kw if o.gpu_power_kw is not None else GPU_POWER_KW.get(o.gpu_model, 0.5)
+                            for o in offers], np.float64),
+        "o_pue": np.asarray([o.pue for o in offers], np.float64),
+        "owned": np.asarray([o.capacity_type == "owned" for o in offers], bool),
+        "bonus": np.asarray([prefs.provider_bonus_usd_per_hour.get(o.provider, 0.0) for o in offers], np.float64),
+    }
+
+
+def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory: Inventory,
+                     policies: PolicySet, cache: FilterCache | None = None) -> CandidateArrays:
+    """``cache``: offer-level tables to reuse across calls with the same inventory and policies."""
+    offers = inventory.offers
+    n_o = len(offers)
+    n_w = len(workloads)
+    cache = cache if cache is not None else FilterCache()
+    if not cache.tables:
+        cache.tables = _offer_tables(inventory, policies)
+    tab = cache.tables
+    cols = tab["cols"]
     gpu_code, gpu_table = cols["gpu_model"]
-    o_gpus = np.asarray([o.gpu_count for o in offers], np.int64)
-    o_mem = np.asarray([o.gpu_memory_gib for o in offers], np.float64)
-    o_vcpus = np.asarray([o.vcpus for o in offers], np.int64)
-    o_ram = np.asarray([o.memory_gib for o in offers], np.float64)
-    o_spot = np.asarray([o.capacity_type == "spot" for o in offers], bool)
-    o_avail = np.asarray([-1 if o.available is None else o.available for o in offers], np.int64)
-    o_price = np.asarray([o.hourly_usd for o in offers], np.float64)
-    o_lat = np.radians(np.asarray([o.location.lat for o in offers], np.float64))[None, :]
-    o_lon = np.radians(np.asarray([o.location.lon for o in offers], np.float64))[None, :]
-    policy_ok = _policy_mask(offers, cols, policies)
+    o_gpus, o_mem, o_vcpus, o_ram = tab["o_gpus"], tab["o_mem"], tab["o_vcpus"], tab["o_ram"]
+    o_spot, o_avail, o_price = tab["o_spot"], tab["o_avail"], tab["o_price"]
+    o_lat, o_lon = tab["o_lat"], tab["o_lon"]
+    policy_ok = tab["policy_ok"]
     rk_code, rk_table = cols["region_key"]
 
     # Per workload: GPUs needed per offered model (0 = model not requested), scalars, static-mask key.
@@ -178,7 +213,10 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
         k = key_of.get(key)
         if k is None:
             k = key_of[key] = len(masks)
-            masks.append(_static_mask(w, offers, cols, policies) & policy_ok)
+            mask = cache.static.get(key)
+            if mask is None:
+                mask = cache.static[key] = _static_mask(w, offers, cols, policies) & policy_ok
+            masks.append(mask)
         w_key[wi] = k
         slots = []
         for u in w.users:
@@ -272,7 +310,7 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
 
     # Costs, in the scalar code's order of operations.
     inst = c_nodes.astype(np.int64) * o_price[co]
-    egress_table = region_egress_table(inventory)
+    egress_table = tab["egress_table"]
     w_rate = np.full(n_w, np.nan)
     w_size = np.zeros(n_w)
     w_amort = np.ones(n_w)
@@ -309,10 +347,7 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
     del keep
 
     nodes64 = c_nodes.astype(np.int64)
-    o_cg = np.asarray([np.nan if o.carbon_g_per_kwh is None else o.carbon_g_per_kwh for o in offers], np.float64)
-    o_kw = np.asarray([o.gpu_power_kw if o.gpu_power_kw is not None else GPU_POWER_KW.get(o.gpu_model, 0.5)
-                       for o in offers], np.float64)
-    o_pue = np.asarray([o.pue for o in offers], np.float64)
+    o_cg, o_kw, o_pue = tab["o_cg"], tab["o_kw"], tab["o_pue"]
     carbon = (nodes64 * o_gpus[co]) * o_kw[co] * o_pue[co] * o_cg[co] / 1000.0
     prefs = policies.preferences
     pref = NODE_TIE_BREAK_USD * (nodes64 - 1)
@@ -320,10 +355,9 @@ def candidate_arrays(workloads: tuple[Workload, ...] | list[Workload], inventory
         has_c = ~np.isnan(carbon)
         pref = np.where(has_c, pref + np.nan_to_num(carbon) / 1000.0 * prefs.carbon_usd_per_tonne, pref)
     if prefs.owned_bonus_usd_per_gpu_hour:
-        owned = np.asarray([o.capacity_type == "owned" for o in offers], bool)[co]
+        owned = tab["owned"][co]
         pref = np.where(owned, pref - prefs.owned_bonus_usd_per_gpu_hour * c_need.astype(np.int64), pref)
-    bonus = np.asarray([prefs.provider_bonus_usd_per_hour.get(o.provider, 0.0) for o in offers], np.float64)
-    pref -= bonus[co]
+    pref -= tab["bonus"][co]
     return CandidateArrays(workload=cw, offer=co, gpus_needed=c_need, nodes=c_nodes, instance_hourly_usd=inst,
                            egress_hourly_usd=egress, carbon_kg_per_hour=carbon, preference_hourly_usd=pref,
                            start=start)

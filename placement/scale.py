@@ -87,7 +87,7 @@ from placement.candidates import (
     region_egress_table,
 )
 from placement.errors import PlacementError
-from placement.fastfilter import CandidateArrays, candidate_arrays
+from placement.fastfilter import CandidateArrays, FilterCache, candidate_arrays
 from placement.idle import idle_owned
 from placement.models import Inventory, Placement, Plan, PolicySet, SolverStats, Unplaced, Workload
 from placement.solver import MONEY_SCALE, SHARE_SCALE
@@ -212,12 +212,13 @@ class Model:
         out: np.ndarray = self.cache["coef"]
         return out
 
-    def _spot_coef(self) -> np.ndarray:
+    def _spot_coef(self, cands: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The spot-share terms of the candidates ``cands`` (all by default)."""
         if not len(self.team_share):
-            return np.zeros(self.n_c, np.int64)
-        t = self.team[self.cw]
+            return np.zeros(len(self.cw[cands]), np.int64)
+        t = self.team[self.cw[cands]]
         share = np.where(t >= 0, self.team_share[np.maximum(t, 0)], -1)
-        coef = (SHARE_SCALE * self.spot.astype(np.int64) - share) * self.gpus
+        coef = (SHARE_SCALE * self.spot[cands].astype(np.int64) - share) * self.gpus[cands]
         out: np.ndarray = np.where(share >= 0, coef, 0)
         return out
 
@@ -506,8 +507,27 @@ def _subset(ca: CandidateArrays, sel: np.ndarray | None, first: int, n_w: int) -
     return CandidateArrays(start=start, **fields)
 
 
+def _concat_release(parts: list[Any], name: str, offsets: Sequence[int] | None = None) -> np.ndarray:
+    """``np.concatenate`` of the arrays ``name`` of ``parts`` (plus ``offsets[i]`` on part i's),
+    each part's array released once copied: the memory it held is reused for the rest of the
+    result, so the peak is about one copy of the data rather than two."""
+    total = sum(len(getattr(p, name)) for p in parts)
+    out = np.empty(total, dtype=np.result_type(*(getattr(p, name).dtype for p in parts)))
+    at = 0
+    for i, p in enumerate(parts):
+        values = getattr(p, name)
+        out[at:at + len(values)] = values
+        if offsets is not None:
+            out[at:at + len(values)] += offsets[i]
+        at += len(values)
+        setattr(p, name, values[:0])
+        del values
+    return out
+
+
 def _concat_candidates(parts: list[CandidateArrays], n_w: int) -> CandidateArrays:
-    fields = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+    """The candidates of consecutive blocks of workloads (their own, numbered globally), in one."""
+    fields = {f.name: _concat_release(parts, f.name)
               for f in dataclasses.fields(CandidateArrays) if f.name != "start"}
     start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.bincount(fields["workload"], minlength=n_w), out=start[1:])
@@ -515,12 +535,12 @@ def _concat_candidates(parts: list[CandidateArrays], n_w: int) -> CandidateArray
 
 
 def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
-    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global."""
-    first = np.cumsum([0] + [p.n_w for p in parts])
-    cat = {f: np.concatenate([getattr(p, f) for p in parts])
+    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global.
+    The parts' arrays are released as they are copied."""
+    first = np.cumsum([0] + [p.n_w for p in parts]).tolist()
+    cat = {f: _concat_release(parts, f, first if f == "cw" else None)
            for f in ("replicas", "fewest", "team", "budget", "min_providers", "min_regions", "most", "dropped",
-                     *_CANDIDATE_FIELDS)}
-    cat["cw"] = np.concatenate([p.cw + int(first[i]) for i, p in enumerate(parts)])
+                     *_CANDIDATE_FIELDS) if f != "cand_ids"}
     n_w = int(first[-1])
     start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.bincount(cat["cw"], minlength=n_w), out=start[1:])
@@ -547,9 +567,10 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     best_offer: list[np.ndarray] = []
     best_hourly: list[np.ndarray] = []
     unit, total, pruning = 0.0, 0, False
+    cache = FilterCache()
     for a in range(0, max(1, n_w), size):
         block = workloads[a:a + size]
-        ca = candidate_arrays(block, inv, pol)
+        ca = candidate_arrays(block, inv, pol, cache)
         m, unit_b = build_model(block, inv, pol, ca)
         unit = max(unit, unit_b)
         total += len(ca)
@@ -978,7 +999,6 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
     has_pools = np.flatnonzero(m.pool_start[1:] > m.pool_start[:-1])
     pool_entry = np.repeat(np.arange(len(m.avail)), np.diff(m.pool_start))
     batch_size = GREEDY_BATCH
-    coef = m.spot_coef()
     span: dict[int, tuple[int, int]] = {}
     c_l: list[int] = []
     o_l: list[int] = []
@@ -1010,7 +1030,7 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
             bounds = np.searchsorted(wpos, np.arange(len(ws) + 1)).tolist()
             span = {int(ws[i]): (bounds[i], bounds[i + 1]) for i in range(len(ws))}
             c_l, o_l, nd_l = idx.tolist(), m.offer[idx].tolist(), m.nodes[idx].tolist()
-            h_l, k_l, cap_l = m.hourly[idx].tolist(), coef[idx].tolist(), m.cap[idx].tolist()
+            h_l, k_l, cap_l = m.hourly[idx].tolist(), m._spot_coef(idx).tolist(), m.cap[idx].tolist()
             p_l, r_l = m.provider[idx].tolist(), m.region[idx].tolist()
         s, e = start[w], start[w + 1]
         if s == e:
@@ -2161,7 +2181,14 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     # 0. The relaxation at cost: optimal wherever it keeps every constraint of its component.
     comps = components(m)
     rc0 = m.cost.astype(np.float64)
-    x0, _ = relaxed_solution(m, rc0)
+    x0, lb0 = relaxed_solution(m, rc0)
+    # A first feasible plan straight away: the capacity-aware greedy at cost over all workloads. No
+    # limit links two components, and the order keeps each one's workloads in their own relative
+    # order, so this is also, component by component, that component's own greedy (reused below).
+    x_first = greedy(m, rc0, _order(m, x0, rc0))
+    obj_first = m.objective(x_first)
+    traj.append((time.perf_counter() - t0, obj_first / MONEY_SCALE,
+                 min(obj_first, math.floor(lb0 - 1e-9 * abs(lb0))) / MONEY_SCALE))
     x = np.zeros(m.n_c, np.int64)
     obj_of: dict[int, int] = {}
     bound_of: dict[int, int] = {}
@@ -2183,7 +2210,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
     for i in exact + large:
         sub = subs[i]
-        xs = greedy(sub, sub.cost.astype(np.float64), _order(sub, x0[sub.cand_ids], rc0[sub.cand_ids]))
+        xs = x_first[sub.cand_ids]
         x[sub.cand_ids] = xs
         obj_of[i] = sub.objective(xs)
         _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
