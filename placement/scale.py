@@ -138,7 +138,7 @@ PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pr
 PRUNE_KEEP = 96  # every workload keeps this many cheapest candidates,
 PRUNE_SPREAD = 32  # and this many more spread through the rest by cost
 PRUNE_CHUNK_CANDIDATES = 2_000_000  # candidates per chunk of the pruning pass
-BLOCK_PAIRS = 40_000_000  # workload x offer cells filtered, modelled and pruned at once (``filtered_model``)
+BLOCK_PAIRS = 10_000_000  # workload x offer cells filtered, modelled and pruned at once (``filtered_model``)
 
 
 def use_scale(scenario: Scenario) -> bool:
@@ -242,19 +242,11 @@ def _money(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory, pol: PolicySet,
-                ca: CandidateArrays) -> tuple[Model, float]:
+def _offer_arrays(inv: Inventory, pol: PolicySet) -> dict[str, Any]:
+    """What ``build_model`` needs of the offers, pools and teams (the same for every block of workloads)."""
     offers = inv.offers
-    n_w = len(workloads)
-    obj = ca.objective_hourly_usd
-    penalty_unit = float(math.ceil(1.0 + (float(obj.max()) if len(ca) else 0.0)))
     teams = sorted(t for t, r in pol.teams.items()
                    if r.hourly_limit_usd is not None or r.max_interruptible_share is not None)
-    team_idx = {t: i for i, t in enumerate(teams)}
-    cw = ca.workload.astype(np.int64)
-    co = ca.offer.astype(np.int64)
-    nodes = ca.nodes.astype(np.int64)
-    replicas = np.asarray([w.replicas for w in workloads], np.int64)
     avail = np.asarray([-1 if o.available is None else o.available for o in offers], np.int64)
     # Pools: CSR per offer.
     pool_index = {p.id: i for i, p in enumerate(inv.pools)}
@@ -274,19 +266,41 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
         has = np.flatnonzero(starts[1:] > starts[:-1])
         by_pools = np.minimum.reduceat(per_pool, starts[has])
         o_nodes[has] = np.where(o_nodes[has] >= 0, np.minimum(o_nodes[has], by_pools), by_pools)
-    cap = replicas[cw]
-    lim = o_nodes[co]
-    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
     prov_code: dict[str, int] = {}
     reg_code: dict[str, int] = {}
-    o_prov = np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64)
-    o_reg = np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64)
-    o_gpus = np.asarray([o.gpu_count for o in offers], np.int64)
-    o_spot = np.asarray([o.capacity_type == "spot" for o in offers], bool)
-    team_budget = np.asarray([-1 if (b := pol.teams[t].hourly_limit_usd) is None else round(b * MONEY_SCALE)
-                              for t in teams], np.int64)
-    team_share = np.asarray([-1 if (s := pol.teams[t].max_interruptible_share) is None else round(s * SHARE_SCALE)
-                             for t in teams], np.int64)
+    return {
+        "team_idx": {t: i for i, t in enumerate(teams)},
+        "avail": avail, "ps": ps, "pid": pid, "pper": pper, "pool_limit": pool_limit, "o_nodes": o_nodes,
+        "o_prov": np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64),
+        "o_reg": np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64),
+        "o_gpus": np.asarray([o.gpu_count for o in offers], np.int64),
+        "o_spot": np.asarray([o.capacity_type == "spot" for o in offers], bool),
+        "team_budget": np.asarray([-1 if (b := pol.teams[t].hourly_limit_usd) is None else round(b * MONEY_SCALE)
+                                   for t in teams], np.int64),
+        "team_share": np.asarray([-1 if (s := pol.teams[t].max_interruptible_share) is None
+                                  else round(s * SHARE_SCALE) for t in teams], np.int64),
+    }
+
+
+def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory, pol: PolicySet,
+                ca: CandidateArrays, offer_arrays: dict[str, Any] | None = None) -> tuple[Model, float]:
+    """The model of ``workloads`` over their candidates ``ca``, and its penalty unit. ``offer_arrays``
+    (``_offer_arrays``) saves rebuilding the offers' part when called block by block."""
+    n_w = len(workloads)
+    obj = ca.objective_hourly_usd
+    penalty_unit = float(math.ceil(1.0 + (float(obj.max()) if len(ca) else 0.0)))
+    oa = offer_arrays if offer_arrays is not None else _offer_arrays(inv, pol)
+    team_idx = oa["team_idx"]
+    avail, ps, pid, pper, pool_limit = oa["avail"], oa["ps"], oa["pid"], oa["pper"], oa["pool_limit"]
+    o_prov, o_reg, o_gpus, o_spot = oa["o_prov"], oa["o_reg"], oa["o_gpus"], oa["o_spot"]
+    team_budget, team_share = oa["team_budget"], oa["team_share"]
+    cw = ca.workload.astype(np.int64)
+    co = ca.offer.astype(np.int64)
+    nodes = ca.nodes.astype(np.int64)
+    replicas = np.asarray([w.replicas for w in workloads], np.int64)
+    cap = replicas[cw]
+    lim = oa["o_nodes"][co]
+    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
     model = Model(
         replicas=replicas,
         fewest=np.asarray([w.fewest_replicas for w in workloads], np.int64),
@@ -568,10 +582,11 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     best_hourly: list[np.ndarray] = []
     unit, total, pruning = 0.0, 0, False
     cache = FilterCache()
+    offer_arrays = _offer_arrays(inv, pol)
     for a in range(0, max(1, n_w), size):
         block = workloads[a:a + size]
         ca = candidate_arrays(block, inv, pol, cache)
-        m, unit_b = build_model(block, inv, pol, ca)
+        m, unit_b = build_model(block, inv, pol, ca, offer_arrays)
         unit = max(unit, unit_b)
         total += len(ca)
         objs.append(ca.objective_hourly_usd)
@@ -993,8 +1008,8 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
     minr = m.min_regions.tolist()
     # Workloads go in batches. What is left of every offer and pool only shrinks within a batch (a
     # workload given up returns only what it took), so a candidate whose offer had no room for one
-    # replica when its batch began has none later: each workload looks only at the others, by
-    # ascending reduced cost (then position), which is what it would take.
+    # replica when its batch began has none later either: each workload goes through its other
+    # candidates only, by ascending reduced cost (then position), and takes what it took before.
     order_a = np.asarray(order, np.int64)
     has_pools = np.flatnonzero(m.pool_start[1:] > m.pool_start[:-1])
     pool_entry = np.repeat(np.arange(len(m.avail)), np.diff(m.pool_start))
