@@ -486,12 +486,28 @@ class Filtered:
     """The candidates behind a model (``filtered_model``), and what a plan's explanations need of
     every candidate the filter kept, pruned ones included."""
 
-    ca: CandidateArrays  # the model's candidates, in its order
+    blocks: list[CandidateArrays]  # the model's candidates, block after block, in its order
+    block_first: np.ndarray  # int64, per block: the model's index of its first candidate
     n_all: int  # candidates the filter kept
     obj_start: np.ndarray  # int64, per workload: its candidates in ``obj``
     obj: np.ndarray  # float64, objective per replica of every candidate the filter kept
     best_offer: np.ndarray  # int64, per workload: offer of its cheapest candidate (the first such), -1: none
     best_hourly: np.ndarray  # float64, that candidate's cost per replica
+
+    def take(self, cands: np.ndarray) -> CandidateArrays:
+        """The model's candidates ``cands`` (indices), in that order (``start`` left empty)."""
+        cands = np.asarray(cands, np.int64)
+        block = np.searchsorted(self.block_first, cands, side="right") - 1
+        fields: dict[str, np.ndarray] = {}
+        for f in dataclasses.fields(CandidateArrays):
+            if f.name == "start":
+                continue
+            out = np.empty(len(cands), getattr(self.blocks[0], f.name).dtype)
+            for i, b in enumerate(self.blocks):
+                sel = block == i
+                out[sel] = getattr(b, f.name)[cands[sel] - self.block_first[i]]
+            fields[f.name] = out
+        return CandidateArrays(start=np.zeros(0, np.int64), **fields)
 
 
 def _cheapest(ca: CandidateArrays, n_w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -537,15 +553,6 @@ def _concat_release(parts: list[Any], name: str, offsets: Sequence[int] | None =
         setattr(p, name, values[:0])
         del values
     return out
-
-
-def _concat_candidates(parts: list[CandidateArrays], n_w: int) -> CandidateArrays:
-    """The candidates of consecutive blocks of workloads (their own, numbered globally), in one."""
-    fields = {f.name: _concat_release(parts, f.name)
-              for f in dataclasses.fields(CandidateArrays) if f.name != "start"}
-    start = np.zeros(n_w + 1, np.int64)
-    np.cumsum(np.bincount(fields["workload"], minlength=n_w), out=start[1:])
-    return CandidateArrays(start=start, **fields)
 
 
 def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
@@ -604,17 +611,18 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
             held = []
     if len(models) + len(held) == 1:  # one block: the three steps' own result
         m = (models or [held[0][1]])[0]
-        ca = cands[0] if cands else held[0][2]
+        cands = cands or [held[0][2]]
     else:
         for first, mb, cb in held:
             models.append(mb)
             cands.append(_subset(cb, None, first, mb.n_w))
         penalty = np.asarray([round(unit * w.priority * MONEY_SCALE) for w in workloads], np.int64)
         m = _concat_models(models, penalty)
-        ca = _concat_candidates(cands, n_w)
+    block_first = np.cumsum([0] + [len(c) for c in cands[:-1]]).astype(np.int64)
     obj_start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.concatenate(counts), out=obj_start[1:])
-    return m, Filtered(ca=ca, n_all=total, obj_start=obj_start, obj=np.concatenate(objs),
+    return m, Filtered(blocks=cands, block_first=block_first, n_all=total, obj_start=obj_start,
+                       obj=np.concatenate(objs),
                        best_offer=np.concatenate(best_offer), best_hourly=np.concatenate(best_hourly))
 
 
@@ -2365,7 +2373,6 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     # Hundreds of candidates per workload: each keeps its cheapest (the bound stays valid); the
     # unpruned model is never held whole (``filtered_model``).
     m, filtered = filtered_model(workloads, inv, pol)
-    ca = filtered.ca
     n_vars = m.n_w + m.n_c
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
@@ -2377,13 +2384,15 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         raise PlacementError(f"internal error in the large-instance planner: {', '.join(problems)}")
 
     offers = inv.offers
+    used = np.flatnonzero(res.x)
+    ca = filtered.take(used)  # the plan's candidates: ca's k-th is the model's used[k]
     obj = ca.objective_hourly_usd
     hourly = ca.hourly_usd
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
     chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for c in np.flatnonzero(res.x).tolist():
-        chosen[int(ca.workload[c])].append((c, int(res.x[c])))
+    for k, n in enumerate(res.x[used].tolist()):
+        chosen[int(ca.workload[k])].append((k, int(n)))
     team_spend: dict[str, float] = defaultdict(float)
     for wi, items in chosen.items():
         for c, n in items:

@@ -626,16 +626,19 @@ def test_filtering_block_by_block_gives_the_model_of_all_workloads_at_once(
     for f in dataclasses.fields(scale.Model):
         if f.name != "cache":
             assert np.array_equal(getattr(whole, f.name), getattr(blocks, f.name)), f.name
-    for f in dataclasses.fields(scale.Filtered):
-        if f.name == "ca":
-            for g in dataclasses.fields(fw.ca):
-                assert np.array_equal(getattr(fw.ca, g.name), getattr(fb.ca, g.name), equal_nan=True), g.name
-        elif f.name != "n_all":
-            assert np.array_equal(getattr(fw, f.name), getattr(fb, f.name), equal_nan=True), f.name
+    assert len(fb.blocks) > 1 and len(fw.blocks) == 1
+    every = np.arange(whole.n_c)
+    fw_all, fb_all = fw.take(every), fb.take(every)
+    for g in dataclasses.fields(fw_all):
+        assert np.array_equal(getattr(fw_all, g.name), getattr(fb_all, g.name), equal_nan=True), g.name
+    picked = np.asarray([5, 0, whole.n_c - 1, 17])  # any order
+    assert np.array_equal(fb.take(picked).offer, fb_all.offer[picked])
+    for name in ("obj_start", "obj", "best_offer", "best_hourly"):
+        assert np.array_equal(getattr(fw, name), getattr(fb, name), equal_nan=True), name
     # The model's candidates are the filter's, in its order: the plan maps back through them.
     ca = candidate_arrays(ws, inv, pol)
     pos = {(int(w), int(o)): i for i, (w, o) in enumerate(zip(ca.workload, ca.offer, strict=True))}
-    back = np.asarray([pos[(int(w), int(o))] for w, o in zip(fb.ca.workload, fb.ca.offer, strict=True)])
+    back = np.asarray([pos[(int(w), int(o))] for w, o in zip(fb_all.workload, fb_all.offer, strict=True)])
     assert np.array_equal(scale._money(ca.objective_hourly_usd[back]), blocks.cost)
     assert np.array_equal(ca.offer[back], blocks.offer)
     assert np.array_equal(fb.obj_start, ca.start) and np.array_equal(fb.obj, ca.objective_hourly_usd)
