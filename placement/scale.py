@@ -895,8 +895,19 @@ def _ints(values: np.ndarray) -> array[int]:
     return out
 
 
+_PER_CANDIDATE = frozenset(("offer", "nodes", "hourly", "cap", "coef", "provider", "region"))
+
+
 class Residual:
     """What is left of every shared limit, for a greedy that keeps all hard constraints."""
+
+    offer: Sequence[int]  # per candidate, built on first use (``__getattr__``)
+    nodes: Sequence[int]
+    hourly: Sequence[int]
+    cap: Sequence[int]
+    coef: Sequence[int]
+    provider: Sequence[int]
+    region: Sequence[int]
 
     def __init__(self, m: Model, x: np.ndarray | None = None) -> None:
         self.m = m
@@ -925,43 +936,18 @@ class Residual:
         self.team_budget = np.where(m.team_budget >= 0, m.team_budget - u.team_budget, m.team_budget).tolist()
         self.team_spot = (-u.team_spot).tolist()
 
-    def _per_candidate(self, name: str) -> Sequence[int]:
-        """A per-candidate lookup, built on first use: 8-byte machine integers (array.array) rather
-        than lists of Python ints, several GB less on a 10 M-candidate model at about the same
-        access speed."""
+    def __getattr__(self, name: str) -> Sequence[int]:
+        """A per-candidate lookup (``offer``, ``nodes``, ``hourly``, ``cap``, ``coef``, ``provider``,
+        ``region``), built on first use and kept: 8-byte machine integers (array.array) rather than
+        lists of Python ints, several GB less on a 10 M-candidate model at about the same access speed."""
+        if name not in _PER_CANDIDATE:
+            raise AttributeError(name)
         out = self.lists.get(name)
         if out is None:
             values = self.m.spot_coef() if name == "coef" else getattr(self.m, name)
             out = self.lists[name] = _ints(values)
+        setattr(self, name, out)
         return cast("Sequence[int]", out)
-
-    @property
-    def offer(self) -> Sequence[int]:
-        return self._per_candidate("offer")
-
-    @property
-    def nodes(self) -> Sequence[int]:
-        return self._per_candidate("nodes")
-
-    @property
-    def hourly(self) -> Sequence[int]:
-        return self._per_candidate("hourly")
-
-    @property
-    def cap(self) -> Sequence[int]:
-        return self._per_candidate("cap")
-
-    @property
-    def coef(self) -> Sequence[int]:
-        return self._per_candidate("coef")
-
-    @property
-    def provider(self) -> Sequence[int]:
-        return self._per_candidate("provider")
-
-    @property
-    def region(self) -> Sequence[int]:
-        return self._per_candidate("region")
 
     def fits(self, c: int, n: int, t: int) -> int:
         return self.fits_v(self.offer[c], self.nodes[c], self.hourly[c], self.coef[c], n, t)
