@@ -242,6 +242,15 @@ def _money(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i], ..., starts[i] + counts[i] - 1`` of every i, one after the other."""
+    counts = np.asarray(counts, np.int64)
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    return np.repeat(np.asarray(starts, np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(total)
+
+
 def _offer_arrays(inv: Inventory, pol: PolicySet) -> dict[str, Any]:
     """What ``build_model`` needs of the offers, pools and teams (the same for every block of workloads)."""
     offers = inv.offers
@@ -270,7 +279,8 @@ def _offer_arrays(inv: Inventory, pol: PolicySet) -> dict[str, Any]:
     reg_code: dict[str, int] = {}
     return {
         "team_idx": {t: i for i, t in enumerate(teams)},
-        "avail": avail, "ps": ps, "pid": pid, "pper": pper, "pool_limit": pool_limit, "o_nodes": o_nodes,
+        "avail": avail, "pool_start": np.asarray(ps, np.int64), "pool_id": np.asarray(pid, np.int64),
+        "pool_per_node": np.asarray(pper, np.int64), "pool_limit": pool_limit, "o_nodes": o_nodes,
         "o_prov": np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64),
         "o_reg": np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64),
         "o_gpus": np.asarray([o.gpu_count for o in offers], np.int64),
@@ -291,7 +301,6 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
     penalty_unit = float(math.ceil(1.0 + (float(obj.max()) if len(ca) else 0.0)))
     oa = offer_arrays if offer_arrays is not None else _offer_arrays(inv, pol)
     team_idx = oa["team_idx"]
-    avail, ps, pid, pper, pool_limit = oa["avail"], oa["ps"], oa["pid"], oa["pper"], oa["pool_limit"]
     o_prov, o_reg, o_gpus, o_spot = oa["o_prov"], oa["o_reg"], oa["o_gpus"], oa["o_spot"]
     team_budget, team_share = oa["team_budget"], oa["team_share"]
     cw = ca.workload.astype(np.int64)
@@ -313,8 +322,8 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
         start=ca.start.astype(np.int64),
         cw=cw, offer=co, cap=cap.astype(np.int64), cost=_money(obj), hourly=_money(ca.hourly_usd), nodes=nodes,
         gpus=nodes * o_gpus[co], spot=o_spot[co], provider=o_prov[co], region=o_reg[co],
-        avail=avail, pool_start=np.asarray(ps, np.int64), pool_id=np.asarray(pid, np.int64),
-        pool_per_node=np.asarray(pper, np.int64), pool_limit=pool_limit,
+        avail=oa["avail"], pool_start=oa["pool_start"], pool_id=oa["pool_id"],
+        pool_per_node=oa["pool_per_node"], pool_limit=oa["pool_limit"],
         team_budget=team_budget, team_share=team_share,
         workload_ids=np.arange(n_w, dtype=np.int64), cand_ids=np.arange(len(ca), dtype=np.int64),
     )
@@ -391,8 +400,7 @@ def restrict(m: Model, wsel: np.ndarray) -> Model:
     """The model over a sorted subset of its workloads (resources stay global)."""
     wsel = np.asarray(wsel, np.int64)
     counts = m.start[wsel + 1] - m.start[wsel]
-    csel = (np.repeat(m.start[wsel] - np.cumsum(np.r_[0, counts[:-1]]), counts)
-            + np.arange(int(counts.sum()), dtype=np.int64)) if len(wsel) else np.zeros(0, np.int64)
+    csel = _ranges(m.start[wsel], counts)
     local = np.repeat(np.arange(len(wsel), dtype=np.int64), counts)
     return replace(
         m, replicas=m.replicas[wsel], fewest=m.fewest[wsel], penalty=m.penalty[wsel], team=m.team[wsel],
@@ -526,42 +534,23 @@ def _cheapest(ca: CandidateArrays, n_w: int) -> tuple[np.ndarray, np.ndarray]:
     return best_offer, best_hourly
 
 
-def _subset(ca: CandidateArrays, sel: np.ndarray | None, first: int, n_w: int) -> CandidateArrays:
-    """The candidates ``sel`` (positions; None: all) of ``ca``, their workloads numbered from ``first``."""
+def _subset(ca: CandidateArrays, sel: np.ndarray | None, first: int) -> CandidateArrays:
+    """The candidates ``sel`` (positions; None: all) of ``ca``, their workloads numbered from ``first``
+    (``start`` left empty: the model groups them)."""
     fields = {f.name: getattr(ca, f.name) for f in dataclasses.fields(ca) if f.name != "start"}
     if sel is not None:
         fields = {k: v[sel] for k, v in fields.items()}
     fields["workload"] = (fields["workload"].astype(np.int64) + first).astype(np.int32)
-    start = np.zeros(n_w + 1, np.int64)
-    np.cumsum(np.bincount(fields["workload"] - first, minlength=n_w), out=start[1:])
-    return CandidateArrays(start=start, **fields)
-
-
-def _concat_release(parts: list[Any], name: str, offsets: Sequence[int] | None = None) -> np.ndarray:
-    """``np.concatenate`` of the arrays ``name`` of ``parts`` (plus ``offsets[i]`` on part i's),
-    each part's array released once copied: the memory it held is reused for the rest of the
-    result, so the peak is about one copy of the data rather than two."""
-    total = sum(len(getattr(p, name)) for p in parts)
-    out = np.empty(total, dtype=np.result_type(*(getattr(p, name).dtype for p in parts)))
-    at = 0
-    for i, p in enumerate(parts):
-        values = getattr(p, name)
-        out[at:at + len(values)] = values
-        if offsets is not None:
-            out[at:at + len(values)] += offsets[i]
-        at += len(values)
-        setattr(p, name, values[:0])
-        del values
-    return out
+    return CandidateArrays(start=np.zeros(0, np.int64), **fields)
 
 
 def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
-    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global.
-    The parts' arrays are released as they are copied."""
+    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global."""
     first = np.cumsum([0] + [p.n_w for p in parts]).tolist()
-    cat = {f: _concat_release(parts, f, first if f == "cw" else None)
+    cat = {f: np.concatenate([getattr(p, f) for p in parts])
            for f in ("replicas", "fewest", "team", "budget", "min_providers", "min_regions", "most", "dropped",
-                     *_CANDIDATE_FIELDS) if f != "cand_ids"}
+                     *_CANDIDATE_FIELDS) if f not in ("cw", "cand_ids")}
+    cat["cw"] = np.concatenate([p.cw + first[i] for i, p in enumerate(parts)])
     n_w = int(first[-1])
     start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.bincount(cat["cw"], minlength=n_w), out=start[1:])
@@ -607,7 +596,7 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
             for first, mb, cb in held:
                 pm, kept = prune(mb, PRUNE_KEEP, first=first)
                 models.append(pm)
-                cands.append(_subset(cb, kept, first, mb.n_w))
+                cands.append(_subset(cb, kept, first))
             held = []
     if len(models) + len(held) == 1:  # one block: the three steps' own result
         m = (models or [held[0][1]])[0]
@@ -615,7 +604,7 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     else:
         for first, mb, cb in held:
             models.append(mb)
-            cands.append(_subset(cb, None, first, mb.n_w))
+            cands.append(_subset(cb, None, first))
         penalty = np.asarray([round(unit * w.priority * MONEY_SCALE) for w in workloads], np.int64)
         m = _concat_models(models, penalty)
     block_first = np.cumsum([0] + [len(c) for c in cands[:-1]]).astype(np.int64)
@@ -650,7 +639,7 @@ def _pool_entries(m: Model, cands: np.ndarray | None = None) -> tuple[np.ndarray
     cidx = np.repeat(np.arange(len(offer), dtype=np.int64), counts)
     if not len(cidx):
         return cidx, cidx.copy(), cidx.copy()
-    first = np.repeat(m.pool_start[offer] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(len(cidx))
+    first = _ranges(m.pool_start[offer], counts)
     return cidx, m.pool_id[first], m.pool_per_node[first] * nodes[cidx]
 
 
@@ -1021,9 +1010,7 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
         if pos % batch_size == 0:
             ws = order_a[pos:pos + batch_size]
             counts = m.start[ws + 1] - m.start[ws]
-            total = int(counts.sum())
-            seg = np.cumsum(counts) - counts
-            idx = np.repeat(m.start[ws] - seg, counts) + np.arange(total, dtype=np.int64)
+            idx = _ranges(m.start[ws], counts)
             wpos = np.repeat(np.arange(len(ws), dtype=np.int64), counts)
             room = np.asarray(res.avail, np.int64)
             room = np.where(room >= 0, room, np.iinfo(np.int64).max)
@@ -1556,7 +1543,7 @@ class _LPRows:
             if not len(dw):
                 continue
             counts = m.start[dw + 1] - m.start[dw]
-            cs = np.repeat(m.start[dw] - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(int(counts.sum()))
+            cs = _ranges(m.start[dw], counts)
             cs = cs[m.cap[cs] > 0]
             span = int(key.max()) + 1
             keys = np.unique(m.cw[cs] * span + key[cs])  # the groups, by workload
