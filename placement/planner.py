@@ -138,33 +138,58 @@ def new_placement(w: Workload, offer: Offer, cand: Candidate, replica: int, reas
     )
 
 
+@dataclass(frozen=True)
+class UnfitFacts:
+    """What explaining a workload's unplaced replicas needs of its candidate list. It depends on
+    the workload's fields but not on its name, so workloads that differ only by name share it."""
+
+    summary: str  # WorkloadCandidates.summary()
+    rejected: tuple[tuple[str, int], ...]  # rejection reason, offers, in the list's order
+    fitting: int  # candidates that fit on their own
+    cheapest_hourly: float  # least cost per replica among them (0 when none)
+    providers: int  # distinct providers among them
+    regions: int  # distinct regions among them
+
+
+def unfit_facts(wc: WorkloadCandidates, inv: Inventory) -> UnfitFacts:
+    cands = wc.candidates
+    return UnfitFacts(
+        summary=wc.summary(), rejected=tuple(wc.rejected.items()), fitting=len(cands),
+        cheapest_hourly=min((c.hourly_usd for c in cands), default=0.0),
+        providers=len({inv.offers[c.offer_index].provider for c in cands}),
+        regions=len({inv.offers[c.offer_index].region_key for c in cands}),
+    )
+
+
 def unplaced_summary(
     wc: WorkloadCandidates, inv: Inventory, pol: PolicySet, placed: int, team_spend: float
 ) -> tuple[str, dict[str, int]]:
-    counts = dict(wc.rejected)
-    if not wc.candidates:
-        return wc.summary(), counts
-    w = wc.workload
+    return explain_unplaced(wc.workload, unfit_facts(wc, inv), pol, placed, team_spend)
+
+
+def explain_unplaced(
+    w: Workload, facts: UnfitFacts, pol: PolicySet, placed: int, team_spend: float
+) -> tuple[str, dict[str, int]]:
+    """Why ``w`` has replicas left unplaced (``placed`` of them placed, its team spending
+    ``team_spend``): its rejection counts and a one-line summary."""
+    counts = dict(facts.rejected)
+    if not facts.fitting:
+        return facts.summary, counts
     why = []
     team = pol.teams.get(w.team)
-    cheapest = min(c.hourly_usd for c in wc.candidates)
     limit = None if team is None else team.hourly_limit_usd
     if limit is not None:
-        needed = cheapest * (w.fewest_replicas - placed if placed else w.fewest_replicas)
+        needed = facts.cheapest_hourly * (w.fewest_replicas - placed if placed else w.fewest_replicas)
         if team_spend + needed > limit:
             why.append(f"team {w.team} budget ${limit:,.2f}/h would be exceeded (${team_spend:,.2f}/h in use)")
-    if w.spread.min_providers > 1:
-        fitting = {inv.offers[c.offer_index].provider for c in wc.candidates}
-        if len(fitting) < w.spread.min_providers:
-            why.append(f"spread needs {w.spread.min_providers} providers, only {len(fitting)} fit")
-    if w.spread.min_regions > 1:
-        fitting = {inv.offers[c.offer_index].region_key for c in wc.candidates}
-        if len(fitting) < w.spread.min_regions:
-            why.append(f"spread needs {w.spread.min_regions} regions, only {len(fitting)} fit")
+    if w.spread.min_providers > 1 and facts.providers < w.spread.min_providers:
+        why.append(f"spread needs {w.spread.min_providers} providers, only {facts.providers} fit")
+    if w.spread.min_regions > 1 and facts.regions < w.spread.min_regions:
+        why.append(f"spread needs {w.spread.min_regions} regions, only {facts.regions} fit")
     if not why:
         why.append("the remaining capacity of those offers is used by other workloads")
-    counts["fit alone but not together"] = len(wc.candidates)
-    return f"{wc.summary()}; {len(wc.candidates)} fit on their own but {'; '.join(why)}", counts
+    counts["fit alone but not together"] = facts.fitting
+    return f"{facts.summary}; {facts.fitting} fit on their own but {'; '.join(why)}", counts
 
 
 def assemble_plan(

@@ -80,7 +80,6 @@ from scipy.sparse.csgraph import connected_components
 
 from placement.candidates import (
     Candidate,
-    WorkloadCandidates,
     _admitting_rules,
     candidates_for,
     latency_ms,
@@ -2359,12 +2358,14 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
 def plan_large(scenario: Scenario, options: PlanOptions,
                trajectory: list[tuple[float, float, float]] | None = None) -> Plan:
     from placement.planner import (
+        UnfitFacts,
         _r,
         compute_totals,
+        explain_unplaced,
         new_placement,
         placement_reasons,
         plan_inputs,
-        unplaced_summary,
+        unfit_facts,
         with_digest,
     )
 
@@ -2401,6 +2402,7 @@ def plan_large(scenario: Scenario, options: PlanOptions,
         for c, n in items:
             team_spend[workloads[wi].team] += float(hourly[c]) * n
     egress_table = region_egress_table(inv)
+    unfit: dict[str, UnfitFacts] = {}
     for wi, w in enumerate(workloads):
         s, e = int(filtered.obj_start[wi]), int(filtered.obj_start[wi + 1])
         replica = 0
@@ -2418,8 +2420,13 @@ def plan_large(scenario: Scenario, options: PlanOptions,
                 placements.append(new_placement(w, offer, cand, replica, reasons))
                 replica += 1
         if replica < w.replicas:
-            wc: WorkloadCandidates = candidates_for(w, inv, pol, egress_table)
-            summary, counts = unplaced_summary(wc, inv, pol, replica, team_spend[w.team])
+            # The scalar filter, once per workload as it is but for its name (trace-derived
+            # scenarios repeat the same request thousands of times).
+            key = w.model_dump_json(exclude={"name"})
+            facts = unfit.get(key)
+            if facts is None:
+                facts = unfit[key] = unfit_facts(candidates_for(w, inv, pol, egress_table), inv)
+            summary, counts = explain_unplaced(w, facts, pol, replica, team_spend[w.team])
             unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
                                      summary=summary, reasons=counts))
     totals = compute_totals(placements, unplaced)

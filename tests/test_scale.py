@@ -209,6 +209,36 @@ def test_unplaced_workloads_are_explained_like_the_exact_path() -> None:
             assert u.reasons == no_fit[u.workload].reasons
 
 
+def test_workloads_alike_but_for_their_names_are_explained_as_each_alone() -> None:
+    # The scale path runs the scalar filter once per workload as it is but for its name; every
+    # explanation must still be the one of that workload's own candidate list, placed replicas and
+    # team spend.
+    from collections import defaultdict
+
+    from placement.planner import unplaced_summary
+
+    base = generate(4, 60, 30, "budgets")
+    originals = base.workloads.workloads
+    copies = tuple(w.model_copy(update={"name": f"{w.name}-copy{k}"}) for w in originals[::2] for k in range(2))
+    s = replace(base, workloads=replace(base.workloads, workloads=originals + copies))
+    plan = _scale_plan(s)
+    inv, pol = s.inventory.inventory, s.policies.policies
+    egress = region_egress_table(inv)
+    spend: dict[str, float] = defaultdict(float)
+    for p in plan.placements:
+        spend[p.team] += p.hourly_usd + p.egress_hourly_usd
+    by_name = {w.name: w for w in s.workloads.workloads}
+    explained_copies = 0
+    for u in plan.unplaced:
+        w = by_name[u.workload]
+        summary, counts = unplaced_summary(candidates_for(w, inv, pol, egress), inv, pol,
+                                           w.replicas - u.replicas, spend[w.team])
+        assert (u.summary, u.reasons) == (summary, counts), u.workload
+        explained_copies += "-copy" in u.workload
+    assert explained_copies > 0
+    assert any("fit on their own" in u.summary for u in plan.unplaced)
+
+
 def test_cli_method_scale_on_a_scenario(tmp_path: Any) -> None:
     import json
     import subprocess
