@@ -36,7 +36,8 @@ workloads. This planner minimises the same objective under the same hard constra
      first). Then **neighbourhood repair** on half of the work budget, one MIP over the whole
      component restricted to each workload's best candidates at the LP's reduced costs
      (components up to ``GLOBAL_MIP_WORKLOADS``; first, before any neighbourhood, up to
-     ``GLOBAL_MIP_FIRST_WORKLOADS``), and repair again on the rest. Every MIP starts from the
+     ``GLOBAL_MIP_FIRST_WORKLOADS``, and there after one MIP over only the workloads the LP splits,
+     the rest kept as the LP has them: ``fix_integral``), and repair again on the rest. Every MIP starts from the
      current plan (a complete solution hint). Neighbourhood repair: MIPs over a tenth of the
      component's workloads, 300 at least (those with unplaced replicas and the workloads holding
      the offers and pools they need; those paying most above their cheapest candidate; those
