@@ -291,6 +291,42 @@ def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> Non
     assert (lp.x <= m.cap + 1e-6).all() and (lp.x >= -1e-9).all()
 
 
+@pytest.mark.parametrize("variant", ["tight", "budgets", "spot", "spread"])
+def test_fix_integral_keeps_the_lp_where_it_is_integral_and_reoptimises_the_rest(variant: str) -> None:
+    s = generate(31, 90, 36, variant)
+    m = _model(s)
+    cost = m.cost.astype(np.float64)
+    x = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
+    lp = scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    split = np.zeros(m.n_w, bool)
+    split[m.cw[np.abs(lp.x - np.round(lp.x)) > 1e-6]] = True
+    assert split.any()  # a fractional LP, or the test shows nothing
+    r = scale.fix_integral(m, lp.x, x, seed=0)
+    assert scale.check(m, r.x) == []
+    assert r.objective == m.objective(r.x)
+    # Workloads the LP does not split keep its values, unless the rounding had to drop them.
+    kept = np.where(split[m.cw], 0.0, lp.x)
+    rounded = scale.round_lp(m, kept)
+    same = ~split
+    same[m.cw[np.round(kept).astype(np.int64) != rounded]] = False
+    assert same.any()
+    assert (r.x[same[m.cw]] == rounded[same[m.cw]]).all()
+    # The MIP starts from that part with the rest unplaced, and never returns worse.
+    start = np.where(same[m.cw], rounded, 0)
+    assert r.objective <= m.objective(start)
+    # On instances this small HiGHS solves that MIP outright: the freed workloads are placed as
+    # well as they can be around the kept part, better than the greedy would.
+    best = scale.mip(m, np.flatnonzero(~same), start, 10**6, seed=1)
+    assert r.objective == best.objective
+    order = [w for w in scale._order(m, np.zeros(m.n_c, np.int64), cost) if not same[w]]
+    completed = scale.greedy(m, cost, order, scale.Residual(m, start), start.copy())
+    assert (completed[same[m.cw]] == start[same[m.cw]]).all()
+    assert r.objective <= m.objective(completed)
+    # An integral LP is returned as the plan given.
+    whole = scale.fix_integral(m, np.round(lp.x), x, seed=0)
+    assert whole.status == "INTEGRAL" and (whole.x == x).all() and whole.det_time == 0.0
+
+
 @pytest.mark.parametrize("variant", ["budgets", "tight", "spot"])
 def test_components_are_the_connected_workloads(variant: str) -> None:
     s = generate(47, 160, 50, variant)
