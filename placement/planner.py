@@ -152,6 +152,7 @@ class UnfitFacts:
 
 
 def unfit_facts(wc: WorkloadCandidates, inv: Inventory) -> UnfitFacts:
+    """The facts ``explain_unplaced`` needs of one workload's candidate list (``candidates_for``)."""
     cands = wc.candidates
     return UnfitFacts(
         summary=wc.summary(), rejected=tuple(wc.rejected.items()), fitting=len(cands),
