@@ -271,13 +271,18 @@ def _exact_objective(s: Scenario) -> tuple[float, str]:
     return exact.objective_usd, exact.status
 
 
-@pytest.mark.parametrize("variant", ["tight", "budgets", "spot", "spread"])
-def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> None:
+def _greedy_and_lp(variant: str) -> tuple[Scenario, scale.Model, np.ndarray, scale.LPResult]:
+    """A 90-workload scenario's model, its capacity-aware greedy plan at cost and its LP relaxation."""
     s = generate(31, 90, 36, variant)
     m = _model(s)
     cost = m.cost.astype(np.float64)
     x = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
-    lp = scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    return s, m, x, scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+
+
+@pytest.mark.parametrize("variant", ["tight", "budgets", "spot", "spread"])
+def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> None:
+    s, m, x, lp = _greedy_and_lp(variant)
     # the restricted LP's optimum is above its Lagrangian value, which is a valid bound
     assert lp.bound <= lp.value + 1e-6 * abs(lp.value)
     assert lp.bound <= m.objective(x)
@@ -293,11 +298,8 @@ def test_lp_by_column_generation_bounds_the_integer_optimum(variant: str) -> Non
 
 @pytest.mark.parametrize("variant", ["tight", "budgets", "spot", "spread"])
 def test_fix_integral_keeps_the_lp_where_it_is_integral_and_reoptimises_the_rest(variant: str) -> None:
-    s = generate(31, 90, 36, variant)
-    m = _model(s)
+    _s, m, x, lp = _greedy_and_lp(variant)
     cost = m.cost.astype(np.float64)
-    x = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost))
-    lp = scale.lp_relaxation(m, x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
     split = np.zeros(m.n_w, bool)
     split[m.cw[np.abs(lp.x - np.round(lp.x)) > 1e-6]] = True
     assert split.any()  # a fractional LP, or the test shows nothing
