@@ -317,9 +317,10 @@ def test_fix_integral_keeps_the_lp_where_it_is_integral_and_reoptimises_the_rest
     start = np.where(same[m.cw], rounded, 0)
     assert r.objective <= m.objective(start)
     # On instances this small HiGHS solves that MIP outright: the freed workloads are placed as
-    # well as they can be around the kept part, better than the greedy would.
+    # well as they can be around the kept part (within the MIP's relative gap tolerance), and no
+    # worse than the greedy would place them.
     best = scale.mip(m, np.flatnonzero(~same), start, 10**6, seed=1)
-    assert r.objective == best.objective
+    assert abs(r.objective - best.objective) <= 1e-6 * abs(best.objective), (r.objective, best.objective)
     order = [w for w in scale._order(m, np.zeros(m.n_c, np.int64), cost) if not same[w]]
     completed = scale.greedy(m, cost, order, scale.Residual(m, start), start.copy())
     assert (completed[same[m.cw]] == start[same[m.cw]]).all()
