@@ -1829,7 +1829,7 @@ def fix_integral(m: Model, x_lp: np.ndarray, x: np.ndarray, seed: int) -> SubRes
         return SubResult(x, m.objective(x), None, "INTEGRAL", 0.0)
     kept = np.where(is_free[m.cw], 0.0, x_lp)
     xk = round_lp(m, kept)
-    is_free[m.cw[np.flatnonzero(np.round(kept).astype(np.int64) != xk)]] = True
+    is_free[m.cw[np.round(kept).astype(np.int64) != xk]] = True
     xk[is_free[m.cw]] = 0
     r = mip(m, np.flatnonzero(is_free), xk, NEIGHBOURHOOD_NODES, seed=seed)
     return replace(r, det_time=max(NEIGHBOURHOOD_WORK, r.det_time))
@@ -1923,7 +1923,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     # puts back most of what the rounding dropped within seconds.
     global_mip = m.n_w <= GLOBAL_MIP_WORKLOADS and det_budget >= GLOBAL_MIP_WORK
     # (A component of up to GLOBAL_MIP_FIRST_WORKLOADS gets its MIP first: HiGHS solves it in about
-    # the time of a few neighbourhoods, and better from the rounded plan than from a repaired one.)
+    # the time of a few neighbourhoods, and better from a plan close to the LP than from a repaired one.)
     first = max(0.0, det_budget - (GLOBAL_MIP_WORK if global_mip else 0.0)) / 2
     det0 = 0.0
     if global_mip and m.n_w <= GLOBAL_MIP_FIRST_WORKLOADS:
