@@ -4,6 +4,12 @@ One CP-SAT model over every (workload, offer) pair stops being useful between 1,
 workloads. This planner minimises the same objective under the same hard constraints as
 ``placement.solver`` (read its docstring for the objective, the money units and ``penalty_unit``):
 
+0. **Merge** nodes alike (``placement.aggregate``): pools with the same limit whose offers match one
+   to one but for their ids (an on-prem cluster described node by node) become one pool and one
+   offer per shape. The model below is then over classes, a relaxation of the node-by-node one
+   (its bounds stay valid); each merged candidate holds at most what its members each hold. The
+   plan's replicas are packed onto the nodes at the end, largest first; what does not pack is
+   dropped as the LP rounding drops (never on slices that divide the nodes, as GPU slices do).
 1. **Filter** with numpy (``placement.fastfilter``): the same candidates and costs as
    ``placement.candidates``, as arrays. ``Candidate`` objects are built only for the pairs the plan
    uses, and the scalar filter runs again only for workloads left unplaced, to explain them.
@@ -79,6 +85,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from placement.aggregate import Aggregation, aggregate_offers, disaggregate
 from placement.candidates import (
     Candidate,
     _admitting_rules,
@@ -251,8 +258,10 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
 
-def _offer_arrays(inv: Inventory, pol: PolicySet) -> dict[str, Any]:
-    """What ``build_model`` needs of the offers, pools and teams (the same for every block of workloads)."""
+def _offer_arrays(inv: Inventory, pol: PolicySet, agg: Aggregation | None = None) -> dict[str, Any]:
+    """What ``build_model`` needs of the offers, pools and teams (the same for every block of workloads).
+    With ``agg``, ``inv`` is its merged inventory, and each merged offer's nodes are also counted
+    per member (``o_member_nodes``: what one member offer could hold)."""
     offers = inv.offers
     teams = sorted(t for t, r in pol.teams.items()
                    if r.hourly_limit_usd is not None or r.max_interruptible_share is not None)
@@ -267,20 +276,29 @@ def _offer_arrays(inv: Inventory, pol: PolicySet) -> dict[str, Any]:
             pper.append({"instances": 1, "gpus": o.gpu_count, "vcpus": o.vcpus}[unit])
         ps.append(len(pid))
     pool_limit = np.asarray([p.limit for p in inv.pools], np.int64)
-    # Nodes of an offer that its availability and every pool it draws on could hold (-1: unlimited).
-    o_nodes = avail.copy()
-    if pid:
-        starts = np.asarray(ps, np.int64)
-        per_pool = pool_limit[np.asarray(pid, np.int64)] // np.maximum(np.asarray(pper, np.int64), 1)
-        has = np.flatnonzero(starts[1:] > starts[:-1])
-        by_pools = np.minimum.reduceat(per_pool, starts[has])
-        o_nodes[has] = np.where(o_nodes[has] >= 0, np.minimum(o_nodes[has], by_pools), by_pools)
+    o_members = agg.offer_members if agg is not None else np.ones(len(offers), np.int64)
+    p_members = agg.pool_members if agg is not None else np.ones(len(inv.pools), np.int64)
+
+    def nodes_within(avail: np.ndarray, limits: np.ndarray) -> np.ndarray:
+        """Nodes of an offer that its availability and every pool it draws on could hold (-1: unlimited)."""
+        o_nodes = avail.copy()
+        if pid:
+            starts = np.asarray(ps, np.int64)
+            per_pool = limits[np.asarray(pid, np.int64)] // np.maximum(np.asarray(pper, np.int64), 1)
+            has = np.flatnonzero(starts[1:] > starts[:-1])
+            by_pools = np.minimum.reduceat(per_pool, starts[has])
+            o_nodes[has] = np.where(o_nodes[has] >= 0, np.minimum(o_nodes[has], by_pools), by_pools)
+        return o_nodes
+
+    o_nodes = nodes_within(avail, pool_limit)
+    o_member_nodes = nodes_within(np.where(avail >= 0, avail // o_members, -1), pool_limit // p_members)
     prov_code: dict[str, int] = {}
     reg_code: dict[str, int] = {}
     return {
         "team_idx": {t: i for i, t in enumerate(teams)},
         "avail": avail, "pool_start": np.asarray(ps, np.int64), "pool_id": np.asarray(pid, np.int64),
         "pool_per_node": np.asarray(pper, np.int64), "pool_limit": pool_limit, "o_nodes": o_nodes,
+        "o_member_nodes": o_member_nodes, "o_members": o_members,
         "o_prov": np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64),
         "o_reg": np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64),
         "o_gpus": np.asarray([o.gpu_count for o in offers], np.int64),
@@ -309,7 +327,12 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
     replicas = np.asarray([w.replicas for w in workloads], np.int64)
     cap = replicas[cw]
     lim = oa["o_nodes"][co]
-    cap = np.where(lim >= 0, np.minimum(cap, lim // np.maximum(nodes, 1)), cap)
+    per = np.maximum(nodes, 1)
+    cap = np.where(lim >= 0, np.minimum(cap, lim // per), cap)
+    # A merged offer (placement.aggregate) holds at most what its members each hold: no replica
+    # bigger than one member.
+    lim = oa["o_member_nodes"][co]
+    cap = np.where(lim >= 0, np.minimum(cap, oa["o_members"][co] * (lim // per)), cap)
     model = Model(
         replicas=replicas,
         fewest=np.asarray([w.fewest_replicas for w in workloads], np.int64),
@@ -501,6 +524,9 @@ class Filtered:
     obj: np.ndarray  # float64, objective per replica of every candidate the filter kept
     best_offer: np.ndarray  # int64, per workload: offer of its cheapest candidate (the first such), -1: none
     best_hourly: np.ndarray  # float64, that candidate's cost per replica
+    # int64, per entry of ``obj``: the concrete offers its offer stands for (merged offers,
+    # placement.aggregate); empty: one each
+    obj_weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def take(self, cands: np.ndarray) -> CandidateArrays:
         """The model's candidates ``cands`` (indices), in that order (``start`` left empty)."""
@@ -560,7 +586,7 @@ def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
 
 
 def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory,
-                   pol: PolicySet) -> tuple[Model, Filtered]:
+                   pol: PolicySet, agg: Aggregation | None = None) -> tuple[Model, Filtered]:
     """The candidate filter, ``build_model`` and ``prune`` block by block of workloads (about
     ``BLOCK_PAIRS`` workload x offer cells each), so that the candidates of all workloads are never
     held at once, only those the pruning keeps. The result is the one of the three steps on all
@@ -578,7 +604,8 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     best_hourly: list[np.ndarray] = []
     unit, total, pruning = 0.0, 0, False
     cache = FilterCache()
-    offer_arrays = _offer_arrays(inv, pol)
+    offer_arrays = _offer_arrays(inv, pol, agg)
+    weights: list[np.ndarray] = []
     for a in range(0, max(1, n_w), size):
         block = workloads[a:a + size]
         ca = candidate_arrays(block, inv, pol, cache)
@@ -586,6 +613,8 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
         unit = max(unit, unit_b)
         total += len(ca)
         objs.append(ca.objective_hourly_usd)
+        if agg is not None:
+            weights.append(agg.offer_members[ca.offer])
         counts.append(np.diff(ca.start))
         bo, bh = _cheapest(ca, len(block))
         best_offer.append(bo)
@@ -612,7 +641,8 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     np.cumsum(np.concatenate(counts), out=obj_start[1:])
     return m, Filtered(blocks=cands, block_first=block_first, n_all=total, obj_start=obj_start,
                        obj=np.concatenate(objs),
-                       best_offer=np.concatenate(best_offer), best_hourly=np.concatenate(best_hourly))
+                       best_offer=np.concatenate(best_offer), best_hourly=np.concatenate(best_hourly),
+                       obj_weight=np.concatenate(weights) if weights else np.zeros(0, np.int64))
 
 
 def _keep_candidates(m: Model, keep: np.ndarray) -> Model:
@@ -2374,16 +2404,22 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     inv = scenario.inventory.inventory
     pol = scenario.policies.policies
     workloads = scenario.workloads.workloads
-    # options.hint (where work runs now) is a suggestion for CP-SAT; this planner starts from its own plans.
+    # Nodes alike (one pool per node of an on-prem cluster) are merged into classes; the plan packs
+    # each class's replicas onto its nodes at the end (placement.aggregate). options.hint (where
+    # work runs now) is a suggestion for CP-SAT; this planner starts from its own plans, and only
+    # that packing follows the hint.
+    agg = aggregate_offers(inv)
     # Hundreds of candidates per workload: each keeps its cheapest (the bound stays valid); the
     # unpruned model is never held whole (``filtered_model``).
-    m, filtered = filtered_model(workloads, inv, pol)
+    m, filtered = filtered_model(workloads, agg.inventory if agg else inv, pol, agg)
     n_vars = m.n_w + m.n_c
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
     seed = settings.seed if options.seed is None else options.seed
     workers = options.workers or settings.workers
-    res = solve_model(m, det_budget, seed, workers, trajectory)
+    steps: list[tuple[float, float, float]] | None = [] if agg is not None and trajectory is not None else trajectory
+    solve_started = time.perf_counter()
+    res = solve_model(m, det_budget, seed, workers, steps)
     problems = check(m, res.x)
     if problems:  # never return a plan that breaks a hard constraint
         raise PlacementError(f"internal error in the large-instance planner: {', '.join(problems)}")
@@ -2391,32 +2427,53 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     offers = inv.offers
     used = np.flatnonzero(res.x)
     ca = filtered.take(used)  # the plan's candidates: ca's k-th is the model's used[k]
+    held = res.x[used]
+    # Per candidate of the plan: (concrete offer index, replicas).
+    where: list[list[tuple[int, int]]] = [[(int(o), int(n))] for o, n in zip(ca.offer, held, strict=True)]
+    objective_money = res.objective
+    if agg is not None:
+        packing = time.perf_counter()
+        x, objective_money, where = _unmerge(agg, inv, m, res.x, used, ca, options.hint, workloads)
+        packing = time.perf_counter() - packing
+        held = x[used]
+        if steps is not None and trajectory is not None:
+            # The search's plans are plans of the merged model. Where the final one packs whole, its
+            # steps stand, each later by the time packing takes; otherwise the one plan known on the
+            # nodes is the final one, from now.
+            if objective_money == res.objective:
+                trajectory.extend((t + packing, o, b) for t, o, b in steps)
+            elif steps:
+                trajectory.append((time.perf_counter() - solve_started, objective_money / MONEY_SCALE,
+                                   steps[-1][2]))
     obj = ca.objective_hourly_usd
     hourly = ca.hourly_usd
+    weight = filtered.obj_weight
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
-    chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for k, n in enumerate(res.x[used].tolist()):
-        chosen[int(ca.workload[k])].append((k, int(n)))
+    chosen: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for k in np.flatnonzero(held).tolist():
+        for o, n in where[k]:
+            chosen[int(ca.workload[k])].append((k, o, n))
     team_spend: dict[str, float] = defaultdict(float)
     for wi, items in chosen.items():
-        for c, n in items:
+        for c, _o, n in items:
             team_spend[workloads[wi].team] += float(hourly[c]) * n
     egress_table = region_egress_table(inv)
     unfit: dict[str, UnfitFacts] = {}
     for wi, w in enumerate(workloads):
         s, e = int(filtered.obj_start[wi]), int(filtered.obj_start[wi + 1])
         replica = 0
-        items = sorted(chosen.get(wi, []), key=lambda cn: offers[int(ca.offer[cn[0]])].id)
+        items = sorted(chosen.get(wi, []), key=lambda con: offers[con[1]].id)
         if items:
             objs = filtered.obj[s:e]
-            cheapest_id = offers[int(filtered.best_offer[wi])].id
+            ws = weight[s:e] if len(weight) else np.ones(e - s, np.int64)
+            cheapest_id = (agg.inventory.offers if agg else offers)[int(filtered.best_offer[wi])].id
             cheapest_hourly = float(filtered.best_hourly[wi])
-        for c, n in items:
-            offer = offers[int(ca.offer[c])]
-            cand = _candidate(ca, c, w, offer, inv, pol)
-            rank = 1 + int((objs < float(obj[c]) - 1e-9).sum())
-            reasons = placement_reasons(cand, rank, e - s, cheapest_id, cheapest_hourly)
+        for c, o, n in items:
+            offer = offers[o]
+            cand = _candidate(ca, c, o, w, offer, inv, pol)
+            rank = 1 + int(ws[objs < float(obj[c]) - 1e-9].sum())
+            reasons = placement_reasons(cand, rank, int(ws.sum()), cheapest_id, cheapest_hourly)
             for _ in range(n):
                 placements.append(new_placement(w, offer, cand, replica, reasons))
                 replica += 1
@@ -2431,20 +2488,21 @@ def plan_large(scenario: Scenario, options: PlanOptions,
             unplaced.append(Unplaced(workload=w.name, team=w.team, replicas=w.replicas - replica,
                                      summary=summary, reasons=counts))
     totals = compute_totals(placements, unplaced)
-    objective = res.objective / MONEY_SCALE
+    objective = objective_money / MONEY_SCALE
     bound = res.bound / MONEY_SCALE
     fixed = fixed_penalty(m) / MONEY_SCALE
-    gap = 0.0 if res.optimal else abs(objective - bound) / max(abs(objective - fixed), 1.0 / MONEY_SCALE)
+    optimal = res.optimal and objective_money == res.objective
+    gap = 0.0 if optimal else abs(objective - bound) / max(abs(objective - fixed), 1.0 / MONEY_SCALE)
     stats = SolverStats(
         method="scale",
-        status="OPTIMAL" if res.optimal else "FEASIBLE",
+        status="OPTIMAL" if optimal else "FEASIBLE",
         objective=_r(objective),
         best_bound=_r(bound),
         gap=_r(gap, 6),
         deterministic_time=_r(res.det_time, 3),
         variables=n_vars,
         candidates_total=len(workloads) * len(offers),
-        candidates_kept=filtered.n_all,
+        candidates_kept=int(filtered.obj_weight.sum()) if len(filtered.obj_weight) else filtered.n_all,
         wall_time_s=_r(time.perf_counter() - started, 3) if options.record_wall_time else None,
         fixed_penalty=_r(fixed),
     )
@@ -2456,11 +2514,41 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     return with_digest(plan)
 
 
-def _candidate(ca: CandidateArrays, c: int, w: Workload, offer: Any, inv: Inventory, pol: PolicySet) -> Candidate:
+def _unmerge(agg: Aggregation, inv: Inventory, m: Model, x: np.ndarray, used: np.ndarray, ca: CandidateArrays,
+             hint: dict[str, dict[str, int]] | None, workloads: Sequence[Workload],
+             ) -> tuple[np.ndarray, int, list[list[tuple[int, int]]]]:
+    """The merged model's plan ``x`` on the concrete offers (``placement.aggregate.disaggregate``;
+    ``ca`` holds the candidates ``used``): the plan as far as it packs, with workloads a
+    replica that did not pack leaves under their minimum or spread dropped (and spot replicas
+    of teams whose share that breaks, as ``round_lp`` does), its objective, and per candidate of
+    ``used`` its (concrete offer, replicas)."""
+    hint_idx: dict[int, dict[int, int]] | None = None
+    if hint:
+        offer_index = {o.id: i for i, o in enumerate(inv.offers)}
+        w_index = {w.name: i for i, w in enumerate(workloads)}
+        hint_idx = {w_index[w]: {offer_index[o]: n for o, n in per.items() if o in offer_index}
+                    for w, per in hint.items() if w in w_index}
+    placed, where = disaggregate(agg, inv, ca.offer, ca.nodes, x[used], hint_idx, ca.workload)
+    if (placed == x[used]).all():
+        return x, m.objective(x), where
+    short = x.copy()
+    short[used] = placed
+    kept = round_lp(m, short.astype(np.float64))
+    for k, c in enumerate(used.tolist()):
+        if kept[c] != placed[k]:  # round_lp drops whole workloads
+            where[k] = []
+    problems = check(m, kept)
+    if problems:
+        raise PlacementError(f"internal error in the large-instance planner: {', '.join(problems)}")
+    return kept, m.objective(kept), where
+
+
+def _candidate(ca: CandidateArrays, c: int, o: int, w: Workload, offer: Any, inv: Inventory,
+               pol: PolicySet) -> Candidate:
     lat = {u.name: round(latency_ms(inv, u.name, u.location, offer), 1) for u in w.users}
     carbon = float(ca.carbon_kg_per_hour[c])
     return Candidate(
-        offer_index=int(ca.offer[c]), gpus_needed=int(ca.gpus_needed[c]), nodes=int(ca.nodes[c]),
+        offer_index=o, gpus_needed=int(ca.gpus_needed[c]), nodes=int(ca.nodes[c]),
         instance_hourly_usd=float(ca.instance_hourly_usd[c]), egress_hourly_usd=float(ca.egress_hourly_usd[c]),
         carbon_kg_per_hour=None if math.isnan(carbon) else carbon,
         preference_hourly_usd=float(ca.preference_hourly_usd[c]), latency_ms=lat,
