@@ -48,7 +48,8 @@ workloads. This planner minimises the same objective under the same hard constra
      component's workloads, 300 at least (those with unplaced replicas and the workloads holding
      the offers and pools they need; those paying most above their cheapest candidate; those
      around the most contended limits), the rest fixed, accepted only when they improve the plan, until the gap is under
-     ``TARGET_GAP`` or the work budget is spent. A few subgradient steps from the LP's prices
+     ``TARGET_GAP`` or the work budget is spent; then the greedy tops up the workloads still short
+     where the moves left room. A few subgradient steps from the LP's prices
      may then lift the bound above the LP's.
 4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
 
@@ -1866,13 +1867,14 @@ def fix_integral(m: Model, x_lp: np.ndarray, x: np.ndarray, seed: int) -> SubRes
 
 
 def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, det_budget: float, seed: int,
-            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None]
-            ) -> tuple[np.ndarray, int, float, int]:
+            k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None],
+            seed_size: int | None = None) -> tuple[np.ndarray, int, float, int]:
     """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
     unplaced replicas while they improve, then one round around costly placements and contended
     limits, again while that improves; each neighbourhood counts its HiGHS simplex iterations
     (``ITERATIONS_PER_UNIT`` a unit), at least ``NEIGHBOURHOOD_WORK``
     deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``.
+    ``seed_size`` caps the neighbourhoods around short workloads (``_neighbourhoods``).
     Returns (plan, objective, units spent, neighbourhoods solved so far)."""
     tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
     tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
@@ -1880,7 +1882,7 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
     seeds_phase = True
     while det < det_budget and gap(obj) > TARGET_GAP:
         improved = False
-        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase)
+        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase, seed_size)
         for hood in hoods:
             if det >= det_budget or gap(obj) <= TARGET_GAP:
                 break
@@ -1897,7 +1899,26 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
             if not improved:
                 break
             seeds_phase = True
+    # The neighbourhoods move work around and can leave room where a workload outside them is
+    # still short: the greedy tops those up.
+    xt = top_up(m, x, rc)
+    ot = m.objective(xt)
+    if ot < obj:
+        x, obj = xt, ot
+        improved_to(x, obj)
     return x, obj, det, k
+
+
+def top_up(m: Model, x: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """``x`` with the workloads that could have more replicas (fewer than they may have, some
+    room among their candidates) topped up by the greedy at ``rc`` where the shared limits still
+    have room; ``x`` itself when none could."""
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    short = (placed < m.most_replicas()) & (_room(m) > 0)
+    if not short.any():
+        return x
+    order = [w for w in _order(m, x, rc) if short[w]]
+    return greedy(m, rc, order, Residual(m, x), x.copy())
 
 
 def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
@@ -1990,11 +2011,12 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
 
 
 def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.ndarray, tight_pools: np.ndarray,
-                    prices: Prices, seeds_phase: bool) -> list[np.ndarray]:
+                    prices: Prices, seeds_phase: bool, seed_size: int | None = None) -> list[np.ndarray]:
     """Sets of workloads to re-optimise together, deterministic: around the workloads with unplaced
     replicas (with the workloads holding the offers and pools they would use) when ``seeds_phase``;
     otherwise around the workloads paying most above their cheapest candidate, then the most
-    contended offers and pools."""
+    contended offers and pools. ``seed_size`` caps the size of the neighbourhoods around short
+    workloads (default: the size of every neighbourhood)."""
     placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
     counts = m.start[1:] - m.start[:-1]
     # Workloads that could have more replicas: not those no plan can place (no room at all) nor
@@ -2012,7 +2034,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     out: list[np.ndarray] = []
     size = max(NEIGHBOURHOOD_WORKLOADS, m.n_w // NEIGHBOURHOOD_SHARE)
 
-    def grow(seeds: list[int], offers: list[int]) -> np.ndarray:
+    def grow(seeds: list[int], offers: list[int], size: int = size) -> np.ndarray:
         chosen = dict.fromkeys(seeds)
         pools_seen: set[int] = set()
         for o in offers:
@@ -2032,6 +2054,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     # Few workloads left short: one neighbourhood each, so that all the room around one goes to it
     # (a dropped all-or-nothing workload may need every holder of its offers moved at once).
     per = SEEDS_PER_NEIGHBOURHOOD if len(short) > FEW_SHORT else 1
+    around = min(size, seed_size) if seed_size is not None else size
     for i in range(0, len(short), per):
         seeds = short[i:i + per].tolist()
         offers: list[int] = []
@@ -2040,7 +2063,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
             best = s + np.argsort(rc[s:e], kind="stable")[:6]
             offers.extend(int(m.offer[c]) for c in best)
             offers.extend(int(m.offer[c]) for c in s + np.argsort(m.cost[s:e], kind="stable")[:6])
-        out.append(grow(seeds, sorted(set(offers))))
+        out.append(grow(seeds, sorted(set(offers)), around))
     if seeds_phase:
         return [h for h in out if len(h)]
     out = []
@@ -2169,7 +2192,11 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
     def improved_to(_xn: np.ndarray, on: int) -> None:
         traj.append((time.perf_counter() - t0, on, lag.bound(on)))
 
-    x, obj, det, _k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to)
+    # Around short workloads, their offers' holders matter more than a tenth of the component
+    # (about 10,000 workloads in a component split into parts: the budget affords about five such
+    # neighbourhoods, where it affords dozens of the smallest).
+    x, obj, det, _k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to,
+                              seed_size=NEIGHBOURHOOD_WORKLOADS)
     first = m.objective(start)
     if first < obj:
         x, obj = start.copy(), first

@@ -716,3 +716,44 @@ def test_filtering_block_by_block_gives_the_model_of_all_workloads_at_once(
         s0, e0 = int(ca.start[w]), int(ca.start[w + 1])
         assert fb.best_offer[w] == (ca.offer[s0 + int(np.argmin(obj[s0:e0]))] if e0 > s0 else -1)
     assert plan_whole.digest == plan_blocks.digest
+
+
+def test_top_up_places_short_workloads_where_room_is_left_and_moves_nothing() -> None:
+    s = generate(13, 120, 40, "tight")
+    m = _model(s)
+    rc = m.cost.astype(np.float64)
+    x = scale.greedy(m, rc, scale._order(m, np.zeros(m.n_c, np.int64), rc))
+    assert scale.check(m, x) == []
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    # Every replica taken off some placed workloads: the room they held is free again, so the top-up
+    # places some replica (theirs, or another short workload's in their room).
+    off = np.flatnonzero(placed > 0)[::7]
+    cut = x.copy()
+    cut[np.isin(m.cw, off)] = 0
+    topped = scale.top_up(m, cut, rc)
+    assert scale.check(m, topped) == []
+    assert (topped >= cut).all() and topped.sum() > cut.sum()
+    assert m.objective(topped) < m.objective(cut)
+    # a plan with no workload short at all comes back as it is
+    none_short = scale.restrict(m, np.flatnonzero(placed == m.most_replicas()))
+    xs = x[np.isin(m.cw, np.flatnonzero(placed == m.most_replicas()))]
+    assert scale.top_up(none_short, xs, none_short.cost.astype(np.float64)) is xs
+
+
+def test_neighbourhoods_around_short_workloads_keep_within_their_cap() -> None:
+    s = generate(13, 400, 40, "tight")
+    m = _model(s)
+    rc = m.cost.astype(np.float64)
+    x = scale.greedy(m, rc, scale._order(m, np.zeros(m.n_c, np.int64), rc))
+    lag = scale.Lagrange(m)
+    offers = np.arange(len(m.avail))
+    pools = np.arange(len(m.pool_limit))
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    short = set(np.flatnonzero((placed < m.most_replicas()) & (scale._room(m) > 0)).tolist())
+    assert short
+    wide = scale._neighbourhoods(m, x, rc, offers, pools, lag.prices, True)
+    narrow = scale._neighbourhoods(m, x, rc, offers, pools, lag.prices, True, seed_size=20)
+    assert len(narrow) == len(wide)
+    assert max(len(h) for h in narrow) <= 20 < max(len(h) for h in wide)
+    # every short workload is at the centre of one of them, wide or narrow
+    assert short <= {int(w) for h in narrow for w in h} and short <= {int(w) for h in wide for w in h}
