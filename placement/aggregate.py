@@ -15,8 +15,9 @@ they draw on must be the same). An offer is merged with at most one class.
 The merged model is a relaxation of the node-by-node one: any node-by-node plan is a plan of the
 merged model at the same cost (the merged limits are the sums, every other limit is unchanged).
 So its bounds are valid for the node-by-node model. To keep it close, each merged candidate holds
-at most ``members`` times the replicas one member offer could hold (``member_nodes`` below), so
-that a replica that fits no single node is not placed on the class. The converse holds when the
+at most ``members`` times the replicas one member offer could hold (``o_member_nodes`` in
+``placement.scale._offer_arrays``), so that a replica that fits no single node is not placed on
+the class. The converse holds when the
 replicas pack: with sizes that divide one another (slices of 1, 2, 4, 8 GPUs on nodes of 1, 2,
 4, 8 GPUs) first-fit decreasing packs any total that fits the class; otherwise ``disaggregate``
 reports what it could not pack and the planner drops it.
