@@ -179,8 +179,8 @@ def test_merged_plan_is_feasible_and_bounded_by_the_node_by_node_optimum(seed: i
     assert verify_plan(plan, s) == []
     st = plan.solver
     assert st.best_bound <= st.objective + 1e-6
-    # every pod placed goes to a node of its class, each replica on one node
-    assert all(p.offer_id in {o.id for o in inv.offers} for p in plan.placements)
+    # placements name the nodes' own offers (verify_plan above checks each node's pool)
+    assert {p.offer_id for p in plan.placements} <= {o.id for o in inv.offers}
     # the node-by-node model, solved by CP-SAT without merging: its plan is never below the merged bound
     exact = solve(build_candidates(s), inv, s.policies.policies, SolveOptions(max_deterministic_time=20.0, workers=2))
     assert st.best_bound <= exact.objective_usd + 1e-3
