@@ -292,14 +292,16 @@ def _offer_arrays(inv: Inventory, pol: PolicySet, agg: Aggregation | None = None
         return o_nodes
 
     o_nodes = nodes_within(avail, pool_limit)
-    o_member_nodes = nodes_within(np.where(avail >= 0, avail // o_members, -1), pool_limit // p_members)
+    merged = agg is not None and bool((o_members > 1).any())
+    o_member_nodes = nodes_within(np.where(avail >= 0, avail // o_members, -1), pool_limit // p_members) \
+        if merged else o_nodes
     prov_code: dict[str, int] = {}
     reg_code: dict[str, int] = {}
     return {
         "team_idx": {t: i for i, t in enumerate(teams)},
         "avail": avail, "pool_start": np.asarray(ps, np.int64), "pool_id": np.asarray(pid, np.int64),
         "pool_per_node": np.asarray(pper, np.int64), "pool_limit": pool_limit, "o_nodes": o_nodes,
-        "o_member_nodes": o_member_nodes, "o_members": o_members,
+        "o_member_nodes": o_member_nodes, "o_members": o_members, "merged": merged,
         "o_prov": np.asarray([prov_code.setdefault(o.provider, len(prov_code)) for o in offers], np.int64),
         "o_reg": np.asarray([reg_code.setdefault(o.region_key, len(reg_code)) for o in offers], np.int64),
         "o_gpus": np.asarray([o.gpu_count for o in offers], np.int64),
@@ -330,10 +332,11 @@ def build_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory
     lim = oa["o_nodes"][co]
     per = np.maximum(nodes, 1)
     cap = np.where(lim >= 0, np.minimum(cap, lim // per), cap)
-    # A merged offer (placement.aggregate) holds at most what its members each hold: no replica
-    # bigger than one member.
-    lim = oa["o_member_nodes"][co]
-    cap = np.where(lim >= 0, np.minimum(cap, oa["o_members"][co] * (lim // per)), cap)
+    if oa["merged"]:
+        # A merged offer (placement.aggregate) holds at most what its members each hold: no
+        # replica bigger than one member.
+        lim = oa["o_member_nodes"][co]
+        cap = np.where(lim >= 0, np.minimum(cap, oa["o_members"][co] * (lim // per)), cap)
     model = Model(
         replicas=replicas,
         fewest=np.asarray([w.fewest_replicas for w in workloads], np.int64),
@@ -1902,19 +1905,23 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
     # The neighbourhoods move work around and can leave room where a workload outside them is
     # still short: the greedy tops those up.
     xt = top_up(m, x, rc)
-    ot = m.objective(xt)
-    if ot < obj:
+    if xt is not x and (ot := m.objective(xt)) < obj:
         x, obj = xt, ot
         improved_to(x, obj)
     return x, obj, det, k
 
 
+def _short(m: Model, placed: np.ndarray) -> np.ndarray:
+    """Per workload, whether it could have more replicas than the ``placed`` ones: fewer than it
+    may have (``most_replicas``), and not one no plan can place (no room among its candidates)."""
+    out: np.ndarray = (placed < m.most_replicas()) & (_room(m) > 0)
+    return out
+
+
 def top_up(m: Model, x: np.ndarray, rc: np.ndarray) -> np.ndarray:
-    """``x`` with the workloads that could have more replicas (fewer than they may have, some
-    room among their candidates) topped up by the greedy at ``rc`` where the shared limits still
-    have room; ``x`` itself when none could."""
-    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
-    short = (placed < m.most_replicas()) & (_room(m) > 0)
+    """``x`` with the workloads that could have more replicas (``_short``) topped up by the greedy
+    at ``rc`` where the shared limits still have room; ``x`` itself when none could."""
+    short = _short(m, np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64))
     if not short.any():
         return x
     order = [w for w in _order(m, x, rc) if short[w]]
@@ -2021,7 +2028,7 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     counts = m.start[1:] - m.start[:-1]
     # Workloads that could have more replicas: not those no plan can place (no room at all) nor
     # those at the most their budget affords.
-    short = np.flatnonzero((placed < m.most_replicas()) & (_room(m) > 0))
+    short = np.flatnonzero(_short(m, placed))
     short = short[np.lexsort((short, -m.penalty[short]))]
     holders_o: dict[int, list[int]] = defaultdict(list)
     for c in np.flatnonzero(x).tolist():
