@@ -25,6 +25,11 @@ workloads. This planner minimises the same objective under the same hard constra
    shared limit, so every bound stays valid for the whole candidate set. Per component, cheapest first:
    - the relaxation without shared limits, budgets and spread (every workload on its cheapest
      candidates, all-or-nothing kept): when its solution keeps every hard constraint it is optimal;
+   - components above ``POP_MAX_WORKLOADS`` workloads (too large for one LP): split into parts
+     (``pop_parts``, POP), each part solved as a large component below, the parts' plans merged and
+     repaired as a whole (``pop_finish``), from the first plan instead where that is better. Their
+     first plan takes the workloads with little choice first (``_order``'s ``scarce_first``), then
+     those it left short (``squeaky``);
    - small components: one exact model (several small components share one), solved by HiGHS'
      branch and bound through OR-Tools' MathOpt, with its dual bound;
    - large components: the **LP relaxation by column generation**: a restricted LP over each
@@ -122,6 +127,8 @@ THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations w
 STALL = 8
 STEP_FRACTION = 0.005  # step target: best bound + this fraction of (objective - best bound)
 TARGET_GAP = 0.001  # the repair stops below this gap (measured above the work no plan can place)
+SCARCE_ROOM = 8  # _order(scarce_first): workloads whose candidates hold at most this many times their replicas go first
+SQUEAKY_ROUNDS = 4  # squeaky-wheel rounds of the first plan where a component is split (``squeaky``)
 GREEDY_BATCH = 256  # workloads whose candidates the greedy screens for room at once
 NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood at least,
 NEIGHBOURHOOD_SHARE = 10  # and one in this many of the component's workloads
@@ -1359,16 +1366,30 @@ class ComponentResult:
     prices: Prices | None = None  # the prices behind the bound (large components)
 
 
-def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray) -> list[int]:
+def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray, scarce_first: bool = False) -> list[int]:
     """Greedy order: higher penalty first; workloads the relaxation places before those it does not;
-    then fewer GPUs per replica (more replicas fit), then index."""
+    then fewer GPUs per replica (more replicas fit), then index.
+
+    ``scarce_first``: workloads with little choice go first (a budget of their own, or candidates
+    that together hold at most ``SCARCE_ROOM`` times the replicas they may have), and within a
+    penalty those with less room per replica. At cost, without prices, this keeps the cheap offers
+    they can afford for them; otherwise higher priorities fill those offers first and would have
+    gone elsewhere at a little more."""
     placed = np.bincount(m.cw, weights=x_relaxed, minlength=m.n_w) > 0
     counts = m.start[1:] - m.start[:-1]
     min_gpus = np.full(m.n_w, np.iinfo(np.int64).max)
     ne = np.flatnonzero(counts > 0)
     if len(ne):
         min_gpus[ne] = np.minimum.reduceat(m.gpus, m.start[ne])
-    keys = np.lexsort((np.arange(m.n_w), min_gpus, ~placed, -m.penalty))
+    if scarce_first:
+        most = np.maximum(1, m.most_replicas())
+        per_replica = np.where(m.budget >= 0, m.budget // most, np.iinfo(np.int64).max)
+        afford = (m.cap > 0) & (m.hourly <= per_replica[m.cw])
+        room = np.bincount(m.cw, weights=np.where(afford, m.cap, 0), minlength=m.n_w) / most
+        scarce = (m.budget >= 0) | (room <= SCARCE_ROOM)
+        keys = np.lexsort((np.arange(m.n_w), min_gpus, ~placed, room, -m.penalty, ~scarce))
+    else:
+        keys = np.lexsort((np.arange(m.n_w), min_gpus, ~placed, -m.penalty))
     return [int(w) for w in keys if counts[w] > 0]
 
 
@@ -1918,6 +1939,26 @@ def _short(m: Model, placed: np.ndarray) -> np.ndarray:
     return out
 
 
+def squeaky(m: Model, rc: np.ndarray, order: list[int], x: np.ndarray, obj: int, rounds: int,
+            improved: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
+    """Squeaky-wheel rounds of the greedy (Joslin and Clements, JAIR 1999): the greedy again from
+    scratch, the workloads the last plan ``x`` left short (``_short``) first, then the others, each
+    group in the last round's ``order``; at most ``rounds`` times, until a round brings no better
+    plan. Returns the best plan and its objective; ``improved`` hears of each better one."""
+    for _ in range(rounds):
+        placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+        short = _short(m, placed).tolist()
+        order = [w for w in order if short[w]] + [w for w in order if not short[w]]
+        xn = greedy(m, rc, order)
+        on = m.objective(xn)
+        if on >= obj:
+            break
+        x, obj = xn, on
+        if improved is not None:
+            improved(obj)
+    return x, obj
+
+
 def top_up(m: Model, x: np.ndarray, rc: np.ndarray) -> np.ndarray:
     """``x`` with the workloads that could have more replicas (``_short``) topped up by the greedy
     at ``rc`` where the shared limits still have room; ``x`` itself when none could."""
@@ -2173,8 +2214,8 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
                unplaceable: int, by_offer: bool) -> ComponentResult:
     """The parts' plans ``x`` merged: a bound for the whole component (the Lagrangian at zero prices
     and at the parts' mean prices, then subgradient steps), the capacity the parts left unused
-    filled by the greedy at those prices, then neighbourhood repair across the seams. ``start``
-    (the component's first feasible plan) is kept instead where the merge ends worse."""
+    filled by the greedy at those prices, then neighbourhood repair across the seams, from ``start``
+    (the component's first feasible plan) instead where that is better than the merge."""
     t0 = time.perf_counter()
     lag = Lagrange(m)
     lag.evaluate_and_keep(lag.prices)  # zero prices
@@ -2189,6 +2230,9 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
     rc, x_rel, _ = lag.evaluate_and_keep(mean)
     x = greedy(m, rc, _order(m, x_rel, rc), Residual(m, x), x.copy())
     obj = m.objective(x)
+    first = m.objective(start)
+    if first < obj:  # the repair goes on from the better of the two
+        x, obj = start.copy(), first
     lag.theta = THETA0 / 8
     lag.run(POP_BOUND_ITERATIONS, lambda: float(obj))
     traj = [(time.perf_counter() - t0, obj, lag.bound(obj))]
@@ -2204,9 +2248,6 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
     # neighbourhoods, where it affords dozens of the smallest).
     x, obj, det, _k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to,
                               seed_size=NEIGHBOURHOOD_WORKLOADS)
-    first = m.objective(start)
-    if first < obj:
-        x, obj = start.copy(), first
     bound = lag.bound(obj)
     return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
 
@@ -2275,10 +2316,18 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     # A first feasible plan straight away: the capacity-aware greedy at cost over all workloads. No
     # limit links two components, and the order keeps each one's workloads in their own relative
     # order, so this is also, component by component, that component's own greedy (reused below).
-    x_first = greedy(m, rc0, _order(m, x0, rc0))
+    # Components too large for one LP (``POP_MAX_WORKLOADS``) are repaired from this plan: there the
+    # workloads with little choice go first (``_order``). Elsewhere the LP's plans take over, and
+    # they are no better for this start (bench/README.md).
+    scarce = any(len(ws) > POP_MAX_WORKLOADS for ws in comps)
+    order0 = _order(m, x0, rc0, scarce_first=scarce)
+    x_first = greedy(m, rc0, order0)
     obj_first = m.objective(x_first)
-    traj.append((time.perf_counter() - t0, obj_first / MONEY_SCALE,
-                 min(obj_first, math.floor(lb0 - 1e-9 * abs(lb0))) / MONEY_SCALE))
+    floor0 = math.floor(lb0 - 1e-9 * abs(lb0))
+    traj.append((time.perf_counter() - t0, obj_first / MONEY_SCALE, min(obj_first, floor0) / MONEY_SCALE))
+    if scarce:  # and those the greedy left short go first in a few more rounds
+        x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, lambda o: traj.append(
+            (time.perf_counter() - t0, o / MONEY_SCALE, min(o, floor0) / MONEY_SCALE)))
     x = np.zeros(m.n_c, np.int64)
     obj_of: dict[int, int] = {}
     bound_of: dict[int, int] = {}

@@ -757,3 +757,137 @@ def test_neighbourhoods_around_short_workloads_keep_within_their_cap() -> None:
     assert max(len(h) for h in narrow) <= 20 < max(len(h) for h in wide)
     # every short workload is at the centre of one of them, wide or narrow
     assert short <= {int(w) for h in narrow for w in h} and short <= {int(w) for h in wide for w in h}
+
+
+def _two_offer_scenario() -> Scenario:
+    """One cheap offer with room for one replica and more dear offers without a limit than
+    ``SCARCE_ROOM``; a high-priority workload that can pay for any, and a low-priority one whose
+    budget affords the cheap one only."""
+    base: dict[str, Any] = dict(
+        provider_kind="specialist", country="US", jurisdiction="US", gpu_model="L4", gpu_count=1,
+        gpu_memory_gib=24.0, vcpus=8, memory_gib=64.0, capacity_type="on-demand",
+        location={"lat": 38.9, "lon": -77.4}, egress_usd_per_gb=0.05,
+    )
+    offers = [
+        {**base, "id": "cheap/us/l4", "provider": "cheap", "region": "us", "instance_type": "l4",
+         "hourly_usd": 1.0, "available": 1},
+        *({**base, "id": f"dear/us/l4-{i}", "provider": "dear", "region": "us", "instance_type": f"l4-{i}",
+           "hourly_usd": 1.5} for i in range(scale.SCARCE_ROOM + 1)),
+    ]
+    inventory = Inventory.model_validate({
+        "snapshot": {"name": "test", "taken_on": "2026-11-20", "prices": "synthetic"}, "offers": offers})
+    gpu = {"models": ["L4"], "count": 1}
+    workloads = (
+        Workload.model_validate({"name": "a-rich", "team": "t", "replicas": 1, "gpu": gpu, "priority": 500}),
+        Workload.model_validate({"name": "b-thrifty", "team": "t", "replicas": 1, "gpu": gpu, "priority": 50,
+                                 "budget_hourly_usd": 1.2}),
+    )
+    tag = "sha256:" + "0" * 64
+    return Scenario(
+        workloads=LoadedWorkloads(workloads, (), tag, (), {}), inventory=LoadedInventory(inventory, (), tag),
+        policies=LoadedPolicies(PolicySet.model_validate({}), (), tag, ()),
+        policy_dir=None, inventory_path="test", policy_path=None,
+    )
+
+
+def test_scarce_first_order_keeps_the_cheap_offer_for_the_workload_that_can_afford_no_other() -> None:
+    m = _model(_two_offer_scenario())
+    cost = m.cost.astype(np.float64)
+    none = np.zeros(m.n_c, np.int64)
+    by_penalty = scale._order(m, none, cost)
+    scarce = scale._order(m, none, cost, scarce_first=True)
+    assert by_penalty == [0, 1] and scarce == [1, 0]
+    x_pen = scale.greedy(m, cost, by_penalty)
+    x_scarce = scale.greedy(m, cost, scarce)
+    assert scale.check(m, x_pen) == [] and scale.check(m, x_scarce) == []
+    placed = np.bincount(m.cw, weights=x_scarce, minlength=m.n_w)
+    assert placed.tolist() == [1, 1]  # both placed: the thrifty one on the cheap offer, the other on the dear one
+    assert np.bincount(m.cw, weights=x_pen, minlength=m.n_w).tolist() == [1, 0]
+    assert m.objective(x_scarce) < m.objective(x_pen)
+
+
+@pytest.mark.parametrize("variant", ["budgets", "tight", "residency"])
+def test_scarce_first_order_puts_little_choice_first_then_follows_the_penalty(variant: str) -> None:
+    m = _model(generate(17, 300, 40, variant))
+    cost = m.cost.astype(np.float64)
+    none = np.zeros(m.n_c, np.int64)
+    order = scale._order(m, none, cost, scarce_first=True)
+    assert sorted(order) == sorted(scale._order(m, none, cost))  # the same workloads, reordered
+    most = np.maximum(1, m.most_replicas())
+    per = np.where(m.budget >= 0, m.budget // most, np.iinfo(np.int64).max)
+    room = np.bincount(m.cw, weights=np.where((m.cap > 0) & (m.hourly <= per[m.cw]), m.cap, 0),
+                       minlength=m.n_w) / most
+    scarce = ((m.budget >= 0) | (room <= scale.SCARCE_ROOM))[order]
+    assert scarce.any()
+    first_plenty = int(np.argmin(scarce)) if not scarce.all() else len(order)
+    assert scarce[:first_plenty].all() and not scarce[first_plenty:].any()
+    for group in (order[:first_plenty], order[first_plenty:]):
+        key = np.stack([-m.penalty[group], room[group]], axis=1)
+        assert all(tuple(key[i]) <= tuple(key[i + 1]) for i in range(len(group) - 1))
+    x = scale.greedy(m, cost, order)
+    assert scale.check(m, x) == []
+
+
+def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_better(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _model(generate(13, 200, 40, "tight"))
+    cost = m.cost.astype(np.float64)
+    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    empty = np.zeros(m.n_c, np.int64)
+    seen: list[int] = []
+    repair = scale._repair
+
+    def recorded(m_: scale.Model, x: np.ndarray, obj: int, *args: Any, **kw: Any) -> Any:
+        seen.append(obj)
+        assert obj == m_.objective(x)
+        return repair(m_, x, obj, *args, **kw)
+
+    monkeypatch.setattr(scale, "_repair", recorded)
+    # The parts' plans merged place nothing, and the fill at zero prices leaves work out: the first plan is better.
+    monkeypatch.setattr(scale, "greedy", lambda m_, rc, order, res=None, x=None: empty.copy())
+    r = scale.pop_finish(m, empty, start, [], 2.0, 0, scale.fixed_penalty(m), True)
+    assert seen == [m.objective(start)]
+    assert scale.check(m, r.x) == [] and r.objective <= m.objective(start)
+    assert r.bound <= r.objective
+
+
+@pytest.mark.parametrize("pop_max", [60, 10_000])
+def test_first_plan_puts_the_scarce_first_only_where_a_component_is_split(pop_max: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
+    monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", pop_max)
+    monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
+    m = _model(generate(47, 150, 40, "tight"))
+    flags: list[bool] = []
+    order = scale._order
+
+    def recorded(m_: scale.Model, x: np.ndarray, rc: np.ndarray, scarce_first: bool = False) -> list[int]:
+        flags.append(scarce_first)
+        return order(m_, x, rc, scarce_first)
+
+    monkeypatch.setattr(scale, "_order", recorded)
+    r = scale.solve_model(m, 2.0, 0, 1)
+    assert scale.check(m, r.x) == [] and r.bound <= r.objective
+    split = max(len(ws) for ws in scale.components(m)) > pop_max
+    assert flags[0] is split and not any(flags[1:])
+
+
+def test_squeaky_rounds_put_the_short_first_and_keep_only_better_plans() -> None:
+    m = _model(generate(15, 200, 40, "tight"))
+    rc = m.cost.astype(np.float64)
+    order = scale._order(m, np.zeros(m.n_c, np.int64), rc, scarce_first=True)
+    x = scale.greedy(m, rc, order)
+    obj = m.objective(x)
+    seen: list[int] = []
+    best, best_obj = scale.squeaky(m, rc, order, x, obj, 4, seen.append)
+    assert scale.check(m, best) == []
+    assert best_obj == m.objective(best) < obj
+    assert seen and seen[-1] == best_obj and all(a > b for a, b in zip([obj, *seen], seen, strict=False))
+    # The first round is the greedy with the workloads x leaves short first.
+    short = scale._short(m, np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64))
+    assert short.any()
+    first = scale.greedy(m, rc, [w for w in order if short[w]] + [w for w in order if not short[w]])
+    assert m.objective(first) == seen[0]
+    # No round: the plan as it is.
+    same, same_obj = scale.squeaky(m, rc, order, x, obj, 0)
+    assert same is x and same_obj == obj
