@@ -2318,7 +2318,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     # order, so this is also, component by component, that component's own greedy (reused below).
     # Components too large for one LP (``POP_MAX_WORKLOADS``) are repaired from this plan: there the
     # workloads with little choice go first (``_order``). Elsewhere the LP's plans take over, and
-    # they are no better for this start (bench/README.md).
+    # from this start they ended no better, on large-tight worse (bench/README.md).
     scarce = any(len(ws) > POP_MAX_WORKLOADS for ws in comps)
     order0 = _order(m, x0, rc0, scarce_first=scarce)
     x_first = greedy(m, rc0, order0)
