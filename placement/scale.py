@@ -1373,8 +1373,8 @@ def _order(m: Model, x_relaxed: np.ndarray, rc: np.ndarray, scarce_first: bool =
     ``scarce_first``: workloads with little choice go first (a budget of their own, or candidates
     that together hold at most ``SCARCE_ROOM`` times the replicas they may have), and within a
     penalty those with less room per replica. At cost, without prices, this keeps the cheap offers
-    they can afford for them; otherwise higher priorities fill those offers first and would have
-    gone elsewhere at a little more."""
+    they can afford for them; otherwise higher priorities fill those offers first, where they could
+    have gone elsewhere for a little more."""
     placed = np.bincount(m.cw, weights=x_relaxed, minlength=m.n_w) > 0
     counts = m.start[1:] - m.start[:-1]
     min_gpus = np.full(m.n_w, np.iinfo(np.int64).max)
