@@ -2324,10 +2324,13 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     x_first = greedy(m, rc0, order0)
     obj_first = m.objective(x_first)
     floor0 = math.floor(lb0 - 1e-9 * abs(lb0))
-    traj.append((time.perf_counter() - t0, obj_first / MONEY_SCALE, min(obj_first, floor0) / MONEY_SCALE))
+
+    def first_plan(o: int) -> None:
+        traj.append((time.perf_counter() - t0, o / MONEY_SCALE, min(o, floor0) / MONEY_SCALE))
+
+    first_plan(obj_first)
     if scarce:  # and those the greedy left short go first in a few more rounds
-        x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, lambda o: traj.append(
-            (time.perf_counter() - t0, o / MONEY_SCALE, min(o, floor0) / MONEY_SCALE)))
+        x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
     x = np.zeros(m.n_c, np.int64)
     obj_of: dict[int, int] = {}
     bound_of: dict[int, int] = {}
