@@ -55,7 +55,12 @@ workloads. This planner minimises the same objective under the same hard constra
      around the most contended limits), the rest fixed, accepted only when they improve the plan, until the gap is under
      ``TARGET_GAP`` or the work budget is spent; then the greedy tops up the workloads still short
      where the moves left room. A few subgradient steps from the LP's prices
-     may then lift the bound above the LP's.
+     may then lift the bound above the LP's. A component still more than ``BOUND_MIP_GAP`` above
+     its bound after the whole-component MIP (the LP is weak where all-or-nothing workloads fill
+     offers: it places fractions of replicas in their last room) gets, before the second repair,
+     the root node of its MIP over every candidate (up to ``BOUND_MIP_CANDIDATES``; not where
+     candidates were pruned): HiGHS' cutting planes bound the integer problem itself, and its
+     dual bound counts from then on.
 4. **Assemble** the plan in the exact path's format (same placements, reasons, explanations).
 
 CP-SAT is not used here: given this model with a good plan as hint, one CP-SAT worker hardly improves
@@ -66,8 +71,8 @@ deterministic (iteration counts, node limits, one thread, fixed seeds, never a t
 plan depends neither on machine load nor on the number of worker processes. The work budget is
 ``PlanOptions.max_deterministic_time`` (else the policy's ``solver.max_deterministic_time``), counted
 in HiGHS simplex iterations of the neighbourhood MIPs (``ITERATIONS_PER_UNIT`` a unit, at least
-``NEIGHBOURHOOD_WORK`` per neighbourhood) and ``GLOBAL_MIP_WORK`` for the whole-component MIP; the
-plan's ``deterministic_time`` reports the units spent.
+``NEIGHBOURHOOD_WORK`` per neighbourhood), ``GLOBAL_MIP_WORK`` for the whole-component MIP and the
+root node's simplex iterations for the bound; the plan's ``deterministic_time`` reports the units spent.
 
 The reported bound is the sum over components of valid lower bounds (the best Lagrangian value,
 the LP relaxation, the MIP dual bound loosened by its tolerance, or the exact optimum of the
@@ -145,6 +150,8 @@ GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduce
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
 GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 GLOBAL_MIP_FIRST_WORKLOADS = 2_000  # components up to this many workloads get it before any neighbourhood
+BOUND_MIP_GAP = 0.01  # a component still this far above its bound at the end gets a root-node MIP
+BOUND_MIP_CANDIDATES = 500_000  # over all its candidates, for HiGHS' cuts to lift the bound (up to this many)
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
@@ -219,6 +226,12 @@ class Model:
     @property
     def n_c(self) -> int:
         return int(self.cw.shape[0])
+
+    @property
+    def pruned(self) -> bool:
+        """Whether ``prune`` dropped candidates of any of its workloads: then a MIP over its candidates
+        bounds only those it kept, and its relaxations (which use ``dropped``) bound them all."""
+        return len(self.dropped) > 0 and bool(np.isfinite(self.dropped).any())
 
     def spot_coef(self) -> np.ndarray:
         """Per candidate, its term in the team spot-share row sum((1000 spot - share) g x) <= 0."""
@@ -1982,8 +1995,14 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     x = start.copy() if start is not None else greedy(m, cost, _order(m, np.zeros(m.n_c, np.int64), cost))
     obj = m.objective(x)
 
+    proven = -(2**62)  # the best MIP dual bound of the whole component
+
+    def best_bound(o: int | None = None) -> int:
+        o = obj if o is None else o
+        return min(o, max(lag.bound(o), proven))
+
     def note() -> None:
-        b = lag.bound(obj)
+        b = best_bound()
         traj.append((time.perf_counter() - t0, obj, b))
         if progress is not None:
             progress(obj, b)
@@ -2011,7 +2030,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
 
     def gap(o: int | None = None) -> float:
         o = obj if o is None else o
-        return (o - lag.bound(o)) / max(1.0, o - unplaceable)
+        return (o - best_bound(o)) / max(1.0, o - unplaceable)
 
     def improved_to(xn: np.ndarray, on: int) -> None:
         nonlocal x, obj
@@ -2046,6 +2065,19 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         det += GLOBAL_MIP_WORK
         if r.objective < obj:
             improved_to(r.x, r.objective)
+    if gap() > BOUND_MIP_GAP and m.n_c <= BOUND_MIP_CANDIDATES and not m.pruned:
+        # Still far above the bound: the LP may be weak where all-or-nothing workloads meet full
+        # offers (it fills the last room of an offer with a fraction of a replica). The root node of
+        # the whole component's MIP over every candidate, with HiGHS' cutting planes, bounds the
+        # integer problem itself (large-residency: 13.4 % above the LP, 0.3 % above this bound).
+        r = mip(m, np.arange(m.n_w, dtype=np.int64), x, 1, seed=seed, presolve=False)
+        det += r.det_time
+        if r.bound is not None:
+            proven = max(proven, r.bound)
+        if r.objective < obj:
+            improved_to(r.x, r.objective)
+        else:
+            note()
     x, obj, spent, k = _repair(m, x, obj, rc, lag, det_budget - det, seed, k, gap, improved_to)
     det += spent
     if gap() > TARGET_GAP:
@@ -2054,7 +2086,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         lag.theta = THETA0 / 8
         lag.run(BOUND_ITERATIONS, lambda: float(obj))
         note()
-    bound = lag.bound(obj)
+    bound = best_bound()
     return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
 
 
@@ -2347,8 +2379,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             continue
         subs[i] = sub
         # A pruned component's exact model would bound only its kept candidates: its relaxations do better.
-        pruned = len(sub.dropped) > 0 and bool(np.isfinite(sub.dropped).any())
-        (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not pruned else large).append(i)
+        (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not sub.pruned else large).append(i)
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
     for i in exact + large:
         sub = subs[i]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -774,17 +775,20 @@ def _two_offer_scenario() -> Scenario:
         *({**base, "id": f"dear/us/l4-{i}", "provider": "dear", "region": "us", "instance_type": f"l4-{i}",
            "hourly_usd": 1.5} for i in range(scale.SCARCE_ROOM + 1)),
     ]
+    gpu = {"models": ["L4"], "count": 1}
+    return _scenario(offers, [
+        {"name": "a-rich", "team": "t", "replicas": 1, "gpu": gpu, "priority": 500},
+        {"name": "b-thrifty", "team": "t", "replicas": 1, "gpu": gpu, "priority": 50, "budget_hourly_usd": 1.2},
+    ])
+
+
+def _scenario(offers: list[dict[str, Any]], workloads: list[dict[str, Any]]) -> Scenario:
     inventory = Inventory.model_validate({
         "snapshot": {"name": "test", "taken_on": "2026-11-20", "prices": "synthetic"}, "offers": offers})
-    gpu = {"models": ["L4"], "count": 1}
-    workloads = (
-        Workload.model_validate({"name": "a-rich", "team": "t", "replicas": 1, "gpu": gpu, "priority": 500}),
-        Workload.model_validate({"name": "b-thrifty", "team": "t", "replicas": 1, "gpu": gpu, "priority": 50,
-                                 "budget_hourly_usd": 1.2}),
-    )
     tag = "sha256:" + "0" * 64
     return Scenario(
-        workloads=LoadedWorkloads(workloads, (), tag, (), {}), inventory=LoadedInventory(inventory, (), tag),
+        workloads=LoadedWorkloads(tuple(Workload.model_validate(w) for w in workloads), (), tag, (), {}),
+        inventory=LoadedInventory(inventory, (), tag),
         policies=LoadedPolicies(PolicySet.model_validate({}), (), tag, ()),
         policy_dir=None, inventory_path="test", policy_path=None,
     )
@@ -891,3 +895,38 @@ def test_squeaky_rounds_put_the_short_first_and_keep_only_better_plans() -> None
     # No round: the plan as it is.
     same, same_obj = scale.squeaky(m, rc, order, x, obj, 0)
     assert same is x and same_obj == obj
+
+
+def _full_offer_scenario() -> Scenario:
+    """One offer with room for 3 replicas and 3 all-or-nothing workloads of 2 replicas each: one fits.
+    The LP fills the offer with 1.5 of them, and the integer per-workload problems at any prices
+    relax no further than that, so only the integer problem itself bounds the plan."""
+    offer = dict(
+        id="spec/us/l4", provider="spec", provider_kind="specialist", region="us", country="US", jurisdiction="US",
+        instance_type="l4", gpu_model="L4", gpu_count=1, gpu_memory_gib=24.0, vcpus=8, memory_gib=64.0,
+        capacity_type="on-demand", location={"lat": 38.9, "lon": -77.4}, egress_usd_per_gb=0.05,
+        hourly_usd=1.0, available=3,
+    )
+    gpu = {"models": ["L4"], "count": 1}
+    return _scenario([offer], [{"name": f"w{i}", "team": "t", "replicas": 2, "gpu": gpu, "priority": 100}
+                               for i in range(3)])
+
+
+@pytest.mark.parametrize("step", [True, False])
+def test_a_component_far_above_its_lp_bound_gets_the_mip_root_bound(step: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if not step:
+        monkeypatch.setattr(scale, "BOUND_MIP_GAP", math.inf)
+    m = _model(_full_offer_scenario())
+    assert len(scale.components(m)) == 1
+    r = scale.solve_large(m, 2.0, 0, scale.fixed_penalty(m))
+    assert scale.check(m, r.x) == []
+    assert np.bincount(m.cw, weights=r.x, minlength=m.n_w).tolist() in ([2, 0, 0], [0, 2, 0], [0, 0, 2])
+    lp = scale.lp_relaxation(m, r.x, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    one_short = int(m.penalty[0])  # the LP leaves 3 replicas unplaced, any plan 4
+    assert lp.bound <= r.objective - one_short + int(m.cost.max())
+    if step:  # the root node's cuts prove the plan optimal (up to HiGHS' tolerances)
+        assert lp.bound + one_short // 2 < r.bound <= r.objective <= r.bound + 1e-5 * r.objective
+        assert r.trajectory[-1][2] == r.bound
+    else:
+        assert r.bound <= lp.bound + 1 < r.objective
