@@ -93,7 +93,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from placement.aggregate import Aggregation, aggregate_offers, disaggregate
@@ -2292,15 +2292,26 @@ def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices],
 def components(m: Model) -> list[np.ndarray]:
     """Workloads linked by limited offers, pools and team rules; sorted lists of workload indices,
     ordered by their first workload. Connected components of the graph of workloads, offers, pools
-    and teams (SciPy's ``connected_components`` on a sparse adjacency matrix)."""
+    and teams (SciPy's ``connected_components``), its adjacency built row by row as CSR: a
+    workload's row lists its limited offers (its candidates are consecutive), an offer's its pools,
+    a team's its workloads."""
     n_w, n_o, n_p, n_t = m.n_w, len(m.avail), len(m.pool_limit), len(m.team_budget)
-    lim = (m.avail[m.offer] >= 0) | (m.pool_start[m.offer + 1] > m.pool_start[m.offer])
-    b_o = np.repeat(np.arange(n_o, dtype=np.int64), m.pool_start[1:] - m.pool_start[:-1])
+    lim = ((m.avail >= 0) | (m.pool_start[1:] > m.pool_start[:-1]))[m.offer]
+    before = np.zeros(m.n_c + 1, np.int64)
+    np.cumsum(lim, out=before[1:])
     has_t = m.team >= 0
-    u = np.concatenate([m.cw[lim], b_o + n_w, np.flatnonzero(has_t).astype(np.int64)])
-    v = np.concatenate([m.offer[lim] + n_w, m.pool_id + n_w + n_o, m.team[has_t] + n_w + n_o + n_p])
+    by_team = np.flatnonzero(has_t)
+    by_team = by_team[np.argsort(m.team[by_team], kind="stable")]
+    team_rows = np.bincount(m.team[by_team], minlength=n_t) if n_t else np.zeros(0, np.int64)
+    rows = np.concatenate([np.diff(before[m.start]), np.diff(m.pool_start), np.zeros(n_p, np.int64), team_rows])
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(rows, out=indptr[1:])
     n = n_w + n_o + n_p + n_t
-    graph = coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(n, n)).tocsr()
+    # float64 data and int32 indices where they fit: the types connected_components works in
+    small = max(n, int(indptr[-1])) < 2**31 - 1
+    ix = np.int32 if small else np.int64
+    indices = np.concatenate([m.offer[lim] + n_w, m.pool_id + n_w + n_o, by_team]).astype(ix)
+    graph = csr_matrix((np.ones(len(indices)), indices, indptr.astype(ix)), shape=(n, n))
     _count, label = connected_components(graph, directed=False)
     wl = label[:n_w]
     order = np.argsort(wl, kind="stable")
