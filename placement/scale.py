@@ -150,8 +150,8 @@ GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduce
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
 GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 GLOBAL_MIP_FIRST_WORKLOADS = 2_000  # components up to this many workloads get it before any neighbourhood
-BOUND_MIP_GAP = 0.01  # a component still this far above its bound at the end gets a root-node MIP
-BOUND_MIP_CANDIDATES = 500_000  # over all its candidates, for HiGHS' cuts to lift the bound (up to this many)
+BOUND_MIP_GAP = 0.01  # a component this far above its bound after its whole-component MIP gets a root-node
+BOUND_MIP_CANDIDATES = 500_000  # MIP over all its candidates, for HiGHS' cuts to lift the bound (up to this many)
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
 POP_PART_WORKLOADS = 10_000  # this many, solved independently (in parallel), then merged and repaired
 POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the merge, for its bound
@@ -1983,11 +1983,12 @@ def top_up(m: Model, x: np.ndarray, rc: np.ndarray) -> np.ndarray:
 
 
 def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
-                progress: Callable[[int, int], None] | None = None, start: np.ndarray | None = None
-                ) -> ComponentResult:
+                progress: Callable[[int, int], None] | None = None, start: np.ndarray | None = None,
+                prove: bool = True) -> ComponentResult:
     """One large component: the LP relaxation, its rounding, neighbourhood repair and one MIP over
     every workload's best candidates (module docstring). ``start`` is a feasible first plan (the
-    capacity-aware greedy at cost, when the caller has it already)."""
+    capacity-aware greedy at cost, when the caller has it already). ``prove`` allows the root-node
+    MIP for the bound (not for a part of a split component, whose bound nothing uses)."""
     t0 = time.perf_counter()
     traj: list[tuple[float, int, int]] = []
     lag = Lagrange(m)
@@ -2065,7 +2066,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         det += GLOBAL_MIP_WORK
         if r.objective < obj:
             improved_to(r.x, r.objective)
-    if gap() > BOUND_MIP_GAP and m.n_c <= BOUND_MIP_CANDIDATES and not m.pruned:
+    if prove and gap() > BOUND_MIP_GAP and m.n_c <= BOUND_MIP_CANDIDATES and not m.pruned:
         # Still far above the bound: the LP may be weak where all-or-nothing workloads meet full
         # offers (it fills the last room of an offer with a fraction of a replica). The root node of
         # the whole component's MIP over every candidate, with HiGHS' cutting planes, bounds the
@@ -2334,7 +2335,8 @@ class Task:
 def _run_task(task: Task) -> ComponentResult:
     if task.kind == "exact":
         return solve_exact(task.model, task.seed)
-    return solve_large(task.model, task.det, task.seed, task.unplaceable, start=task.start)  # "large", "part"
+    return solve_large(task.model, task.det, task.seed, task.unplaceable, start=task.start,
+                       prove=task.kind == "large")  # "large", "part"
 
 
 @dataclass

@@ -930,3 +930,12 @@ def test_a_component_far_above_its_lp_bound_gets_the_mip_root_bound(step: bool,
         assert r.trajectory[-1][2] == r.bound
     else:
         assert r.bound <= lp.bound + 1 < r.objective
+
+
+def test_a_part_of_a_split_component_skips_the_mip_root_bound() -> None:
+    m = _model(_full_offer_scenario())
+    lp = scale.lp_relaxation(m, np.zeros(m.n_c, np.int64), scale.Lagrange(m), float(scale.fixed_penalty(m)))
+    whole = scale._run_task(scale.Task("large", m, 2.0, 0, scale.fixed_penalty(m)))
+    part = scale._run_task(scale.Task("part", m, 2.0, 0, scale.fixed_penalty(m)))
+    assert whole.objective == part.objective
+    assert part.bound <= lp.bound + 1 < whole.bound
