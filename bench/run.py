@@ -927,7 +927,7 @@ def _pct(g: float | None) -> str:
 
 
 def best_bound(res: dict[str, Any], const: float) -> float | None:
-    """The best proven lower bound: LP relaxation, HiGHS' MIP dual bound, CP-SAT's best bound."""
+    """The best proven lower bound: LP relaxation, HiGHS' MIP dual bound, the engine's own bound."""
     found = []
     lp = res.get("lp", {})
     if lp.get("lp_objective_adj") is not None and lp.get("status") == "Optimal":
@@ -1002,7 +1002,8 @@ def write_report(names: list[str], args: argparse.Namespace, command: str, skipp
         "relaxed). The penalty for unplaced replicas dominates the objective, and the LP places fractions of "
         "replicas that no integer plan can (a fraction of an all-or-nothing workload in the last room of a full "
         "offer), so gap LP can stay large even for proven optima. "
-        "**gap best** uses the best proven bound instead: max(LP, HiGHS' MIP dual bound, CP-SAT's best bound); "
+        "**gap best** uses the best proven bound instead: max(LP, HiGHS' MIP dual bound, the engine's own bound: "
+        "CP-SAT's best bound on its exact path); "
         "0.00% = proven optimal.",
         "- **@1s/@10s/@60s** (gap best): best plan found by then, time counted from the moment the method has the candidate "
         "lists (model building included; the engine's filtering is shown separately as *filter*). `none` = no plan "
