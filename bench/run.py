@@ -708,7 +708,10 @@ def not_run_lines(names: list[str], args: argparse.Namespace) -> list[str]:
     sizes = {n.split("-")[0] for n in names}
     missing = [s for s in ("small", "medium", "large", "xl", "xxl", "catalog", "alibaba") if s not in sizes]
     if missing:
-        out.append(f"- not run in this run: sizes {', '.join(missing)} (see the Targets section for why)")
+        out.append(f"- not run in this run: sizes {', '.join(missing)} (bench/README.md, Caveats, says why)")
+    variants = [f"{s}-{v}" for s in I.SIZES if s in sizes for v in I.VARIANTS if f"{s}-{v}" not in names]
+    if variants:
+        out.append(f"- not run in this run: instances {', '.join(variants)} (bench/README.md, Caveats, says why)")
     methods = [m for m in ("lp", "greedy-naive", "greedy-cap", "lp-round", "highs-mip", "engine", "cpsat-60", "verify")
                if m not in args.methods]
     if methods:
