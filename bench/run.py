@@ -746,6 +746,15 @@ def _time_to_gap(traj: list[Any], const: float, lb: float | None, gap: float) ->
     return None
 
 
+def _bounds(res: dict[str, Any], const: float) -> tuple[float | None, float | None, float | None]:
+    """An instance's LP bound (None: the LP did not solve), best proven bound, and LP floor (how far
+    the best proven bound lies above the LP bound)."""
+    lp = res.get("lp", {})
+    lb_lp = lp.get("lp_objective_adj") if lp.get("status") == "Optimal" else None
+    lb = best_bound(res, const)
+    return lb_lp, lb, (_gap(lb, lb_lp) if lb is not None and lb_lp is not None else None)
+
+
 def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list[str]:
     """The issue's targets, instance by instance: met or not, with the measured numbers."""
     out = ["## Targets", "",
@@ -779,9 +788,7 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
             eng = res.get("engine.1", {})
             prep = res.get("prep", {})
             const = prep.get("constant_penalty", 0.0)
-            lp = res.get("lp", {})
-            lb_lp = lp.get("lp_objective_adj") if lp.get("status") == "Optimal" else None
-            lb = best_bound(res, const)
+            lb_lp, lb, floor = _bounds(res, const)
             if "objective_adj" not in eng and eng.get("status") not in ("OPTIMAL", "FEASIBLE"):
                 out.append(f"| {label} | {name} | | | | | | | | | | | not met: engine {eng.get('status', 'missing')} "
                            f"{eng.get('reason', '')[:120]} |")
@@ -789,7 +796,6 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
             first = eng.get("first_feasible_s")
             filt = eng.get("filter_s")
             traj = eng.get("trajectory") or []
-            floor = _gap(lb, lb_lp) if lb is not None and lb_lp is not None else None
             t_best = None
             if "objective_adj" in eng:
                 obj = eng["objective_adj"]
@@ -830,12 +836,10 @@ def targets_section(names: list[str], skipped_instances: dict[str, str]) -> list
         res = _load_results(name)
         eng, lp = res.get("engine.1", {}), res.get("lp", {})
         const = res.get("prep", {}).get("constant_penalty", 0.0)
-        lb_lp = lp.get("lp_objective_adj") if lp.get("status") == "Optimal" else None
+        lb_lp, lb, floor = _bounds(res, const)
         t_gap = _time_to_gap(eng.get("trajectory") or [], const, lb_lp, 0.01)
         lp_t = lp.get("solve_s") or lp.get("time_s")
         ok = t_gap is not None and lp_t is not None and t_gap + (eng.get("filter_s") or 0) <= 2 * lp_t
-        lb = best_bound(res, const)
-        floor = _gap(lb, lb_lp) if lb is not None and lb_lp is not None else None
         why = ""
         if not ok and floor is not None and floor > 0.01:
             t_best = _time_to_gap(eng.get("trajectory") or [], const, lb, 0.01)

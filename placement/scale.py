@@ -150,6 +150,7 @@ GLOBAL_MIP_TOP_K = 4  # candidates per workload in it: best 4 at the LP's reduce
 GLOBAL_MIP_NODES = 20  # its branch-and-bound node limit (HiGHS mostly solves it at the root)
 GLOBAL_MIP_WORK = 10.0  # deterministic work units it counts against the budget
 GLOBAL_MIP_FIRST_WORKLOADS = 2_000  # components up to this many workloads get it before any neighbourhood
+NO_BOUND = -(2**62)  # a lower bound below every objective: none known yet
 BOUND_MIP_GAP = 0.01  # a component this far above its bound after its whole-component MIP gets a root-node
 BOUND_MIP_CANDIDATES = 500_000  # MIP over all its candidates, for HiGHS' cuts to lift the bound (up to this many)
 POP_MAX_WORKLOADS = 12_000  # components above this many workloads are split into parts of about
@@ -1528,7 +1529,7 @@ class Lagrange:
 
     def bound(self, objective: int) -> int:
         if self.best_lb == -math.inf:
-            return -(2**62)
+            return NO_BOUND
         return min(objective, math.floor(self.best_lb - 1e-9 * abs(self.best_lb)))
 
 
@@ -1996,7 +1997,7 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     x = start.copy() if start is not None else greedy(m, cost, _order(m, np.zeros(m.n_c, np.int64), cost))
     obj = m.objective(x)
 
-    proven = -(2**62)  # the best MIP dual bound of the whole component
+    proven = NO_BOUND  # the best MIP dual bound of the whole component
 
     def best_bound(o: int | None = None) -> int:
         o = obj if o is None else o
