@@ -939,3 +939,63 @@ def test_a_part_of_a_split_component_skips_the_mip_root_bound() -> None:
     part = scale._run_task(scale.Task("part", m, 2.0, 0, scale.fixed_penalty(m)))
     assert whole.objective == part.objective
     assert part.bound <= lp.bound + 1 < whole.bound
+
+
+def test_whole_lp_model_keeps_the_cheapest_and_the_plans_candidates_without_spread_or_budgets() -> None:
+    m = _model(generate(47, 150, 40, "tight"))
+    cost = m.cost.astype(np.float64)
+    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    lm = scale.whole_lp_model(m, start)
+    kept = set(lm.cand_ids.tolist())
+    assert set(np.flatnonzero(start).tolist()) <= kept
+    for w in range(m.n_w):
+        s, e = int(m.start[w]), int(m.start[w + 1])
+        live = [c for c in range(s, e) if m.cap[c] > 0]
+        cheapest = sorted(live, key=lambda c: (int(m.cost[c]), c))[:scale.POP_LP_COLUMNS]
+        assert set(cheapest) <= kept
+        assert {c for c in range(s, e) if c in kept} <= set(cheapest) | set(np.flatnonzero(start[s:e]) + s)
+    assert lm.n_w == m.n_w and (lm.min_providers == 1).all() and (lm.min_regions == 1).all()
+    assert (lm.budget == -1).all() and (lm.most_replicas() == m.most_replicas()).all()
+    assert (lm.cost == m.cost[lm.cand_ids]).all() and (lm.cw == m.cw[lm.cand_ids]).all()
+
+
+def test_whole_lp_prices_lift_the_bound_and_stay_below_the_optimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variant, lifts in (("loose", True), ("tight", False)):
+        s = generate(31 if variant == "loose" else 47, 90 if variant == "loose" else 150, 36, variant)
+        m = _model(s)
+        cost = m.cost.astype(np.float64)
+        start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+        prices = scale.whole_lp_prices(scale.whole_lp_model(m, start))
+        assert prices is not None
+        lag = scale.Lagrange(m)
+        zero = lag.evaluate(lag.prices)[2]
+        at_lp = lag.evaluate(prices)[2]
+        optimum, _ = _exact_objective(s)
+        # Valid whatever the columns; with few columns per workload on a small tight instance the
+        # prices are far too high (the LP sees no other offer to go to), so the bound falls.
+        assert at_lp <= optimum * scale.MONEY_SCALE + 1
+        assert (zero < at_lp) is lifts
+        if lifts:  # here as high as the LP by column generation
+            lp = scale.lp_relaxation(m, start, scale.Lagrange(m), float(scale.fixed_penalty(m)))
+            assert at_lp == pytest.approx(lp.bound, rel=1e-6)
+    # Stopped at its iteration limit, the LP gives no prices.
+    monkeypatch.setattr(scale, "POP_LP_ITERATIONS", 1)
+    assert scale.whole_lp_prices(scale.whole_lp_model(m, start)) is None
+
+
+def test_a_split_component_is_bounded_by_the_whole_lp_and_workers_do_not_matter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
+    monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
+    monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
+    # Columns enough for this small instance's LP prices to be good ones (above).
+    monkeypatch.setattr(scale, "POP_LP_COLUMNS", 8)
+    m = _model(generate(47, 150, 40, "tight"))
+    assert max(len(ws) for ws in scale.components(m)) > 60
+    one = scale.solve_model(m, 2.0, 0, 1)
+    two = scale.solve_model(m, 2.0, 0, 2)
+    assert (one.x == two.x).all() and (one.objective, one.bound) == (two.objective, two.bound)
+    assert scale.check(m, one.x) == [] and one.bound <= one.objective
+    monkeypatch.setattr(scale, "whole_lp_prices", lambda lm: None)
+    without = scale.solve_model(m, 2.0, 0, 1)
+    assert without.bound < one.bound
