@@ -29,7 +29,11 @@ workloads. This planner minimises the same objective under the same hard constra
      (``pop_parts``, POP), each part solved as a large component below, the parts' plans merged and
      repaired as a whole (``pop_finish``), from the first plan instead where that is better. Their
      first plan takes the workloads with little choice first (``_order``'s ``scarce_first``), then
-     those it left short (``squeaky``);
+     those it left short (``squeaky``). Their prices and bound come from one LP over the whole
+     component, restricted to each workload's cheapest few candidates and the first plan's
+     (``whole_lp_model``, ``whole_lp_prices``), solved in a worker process from the first plan on,
+     while this one runs the squeaky rounds and the parts; the Lagrangian at its duals bounds all
+     candidates, and where it beats the parts' prices, those duals steer the repair;
    - small components: one exact model (several small components share one), solved by HiGHS'
      branch and bound through OR-Tools' MathOpt, with its dual bound;
    - large components: the **LP relaxation by column generation**: a restricted LP over each
@@ -73,6 +77,7 @@ plan depends neither on machine load nor on the number of worker processes. The 
 in HiGHS simplex iterations of the neighbourhood MIPs (``ITERATIONS_PER_UNIT`` a unit, at least
 ``NEIGHBOURHOOD_WORK`` per neighbourhood), ``GLOBAL_MIP_WORK`` for the whole-component MIP and the
 root node's simplex iterations for the bound; the plan's ``deterministic_time`` reports the units spent.
+The LP over a whole split component has its own limit instead (``POP_LP_ITERATIONS``).
 
 The reported bound is the sum over components of valid lower bounds (the best Lagrangian value,
 the LP relaxation, the MIP dual bound loosened by its tolerance, or the exact optimum of the
