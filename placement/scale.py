@@ -2423,18 +2423,17 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         traj.append((time.perf_counter() - t0, o / MONEY_SCALE, min(o, floor0) / MONEY_SCALE))
 
     first_plan(obj_first)
+    # Components to be split into parts (those the relaxation at cost does not solve): the LP over
+    # the whole, for the prices of its bound (``whole_lp_prices``), from now on in a worker process
+    # where there is one, while this one goes on with the first plan and the parts.
     subs: dict[int, Model] = {}
-    solved: set[int] = set()  # components the relaxation at cost solves
     for i, ws in enumerate(comps):
         if len(ws) > POP_MAX_WORKLOADS:
-            subs[i] = restrict(m, ws)
-            if not check(subs[i], x0[subs[i].cand_ids]):
-                solved.add(i)
-    # Components to be split into parts: the LP over the whole, for the prices of its bound
-    # (``whole_lp_prices``), from now on in a worker process where there is one, while this one
-    # goes on with the first plan and the parts.
+            sub = restrict(m, ws)
+            if check(sub, x0[sub.cand_ids]):
+                subs[i] = sub
     lp_tasks = {i: Task("prices", whole_lp_model(sub, x_first[sub.cand_ids]), 0.0, seed, 0)
-                for i, sub in subs.items() if i not in solved}
+                for i, sub in subs.items()}
     ctx = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
         pool = (stack.enter_context(ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx))
@@ -2449,7 +2448,8 @@ def _solve_components(m: Model, det_budget: float, seed: int, comps: list[np.nda
                       first_plan: Callable[[int], None], t0: float, traj: list[tuple[float, float, float]],
                       pool: ProcessPoolExecutor | None, lp_tasks: dict[int, Task],
                       early: dict[int, Future[ComponentResult]]) -> ScaleResult:
-    """``solve_model`` once the first plan is known: ``subs`` holds the components to be split."""
+    """``solve_model`` once the first plan is known: ``subs`` holds the components to be split, and
+    ``early`` their ``lp_tasks`` submitted to ``pool``."""
     rc0 = m.cost.astype(np.float64)
     if scarce:  # and those the greedy left short go first in a few more rounds
         x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
@@ -2460,13 +2460,16 @@ def _solve_components(m: Model, det_budget: float, seed: int, comps: list[np.nda
     exact: list[int] = []
     large: list[int] = []
     for i, ws in enumerate(comps):
-        sub = subs[i] if i in subs else restrict(m, ws)
-        xs = x0[sub.cand_ids]
-        if not check(sub, xs):
-            x[sub.cand_ids] = xs
-            obj_of[i] = bound_of[i] = sub.objective(xs)
-            continue
-        subs[i] = sub
+        if i in subs:  # to be split: solve_model found its relaxation at cost breaking a limit
+            sub = subs[i]
+        else:
+            sub = restrict(m, ws)
+            xs = x0[sub.cand_ids]
+            if not check(sub, xs):
+                x[sub.cand_ids] = xs
+                obj_of[i] = bound_of[i] = sub.objective(xs)
+                continue
+            subs[i] = sub
         # A pruned component's exact model would bound only its kept candidates: its relaxations do better.
         (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not sub.pruned else large).append(i)
     # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
