@@ -94,7 +94,7 @@ import time
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -2371,7 +2371,7 @@ def components(m: Model) -> list[np.ndarray]:
 
 @dataclass
 class Task:
-    kind: str  # "exact", "large", "part" (of a component split by pop_parts) or "prices" (whole_lp_prices)
+    kind: str  # "exact", "large" or "part" (of a component split by pop_parts)
     model: Model
     det: float
     seed: int
@@ -2380,8 +2380,6 @@ class Task:
 
 
 def _run_task(task: Task) -> ComponentResult:
-    if task.kind == "prices":  # only the prices of whole_lp_prices
-        return ComponentResult(np.zeros(0, np.int64), 0, NO_BOUND, False, 0.0, [], whole_lp_prices(task.model))
     if task.kind == "exact":
         return solve_exact(task.model, task.seed)
     return solve_large(task.model, task.det, task.seed, task.unplaceable, start=task.start,
@@ -2432,161 +2430,148 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             sub = restrict(m, ws)
             if check(sub, x0[sub.cand_ids]):
                 subs[i] = sub
-    lp_tasks = {i: Task("prices", whole_lp_model(sub, x_first[sub.cand_ids]), 0.0, seed, 0)
-                for i, sub in subs.items()}
+    lp_models = {i: whole_lp_model(sub, x_first[sub.cand_ids]) for i, sub in subs.items()}
     ctx = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
         pool = (stack.enter_context(ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx))
                 if workers > 1 else None)
-        early = {i: pool.submit(_run_task, t) for i, t in lp_tasks.items()} if pool is not None else {}
-        return _solve_components(m, det_budget, seed, comps, subs, x0, x_first, obj_first, order0, scarce,
-                                 first_plan, t0, traj, pool, lp_tasks, early)
-
-
-def _solve_components(m: Model, det_budget: float, seed: int, comps: list[np.ndarray], subs: dict[int, Model],
-                      x0: np.ndarray, x_first: np.ndarray, obj_first: int, order0: list[int], scarce: bool,
-                      first_plan: Callable[[int], None], t0: float, traj: list[tuple[float, float, float]],
-                      pool: ProcessPoolExecutor | None, lp_tasks: dict[int, Task],
-                      early: dict[int, Future[ComponentResult]]) -> ScaleResult:
-    """``solve_model`` once the first plan is known: ``subs`` holds the components to be split, and
-    ``early`` their ``lp_tasks`` submitted to ``pool``."""
-    rc0 = m.cost.astype(np.float64)
-    if scarce:  # and those the greedy left short go first in a few more rounds
-        x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
-    x = np.zeros(m.n_c, np.int64)
-    obj_of: dict[int, int] = {}
-    bound_of: dict[int, int] = {}
-    optimal = True
-    exact: list[int] = []
-    large: list[int] = []
-    for i, ws in enumerate(comps):
-        if i in subs:  # to be split: solve_model found its relaxation at cost breaking a limit
+        early = {i: pool.submit(whole_lp_prices, lm) for i, lm in lp_models.items()} if pool is not None else {}
+        if scarce:  # and those the greedy left short go first in a few more rounds
+            x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
+        x = np.zeros(m.n_c, np.int64)
+        obj_of: dict[int, int] = {}
+        bound_of: dict[int, int] = {}
+        optimal = True
+        exact: list[int] = []
+        large: list[int] = []
+        for i, ws in enumerate(comps):
+            if i in subs:  # to be split: its relaxation at cost breaks a limit (checked above)
+                sub = subs[i]
+            else:
+                sub = restrict(m, ws)
+                xs = x0[sub.cand_ids]
+                if not check(sub, xs):
+                    x[sub.cand_ids] = xs
+                    obj_of[i] = bound_of[i] = sub.objective(xs)
+                    continue
+                subs[i] = sub
+            # A pruned component's exact model would bound only its kept candidates: its relaxations do better.
+            (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not sub.pruned else large).append(i)
+        # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
+        for i in exact + large:
             sub = subs[i]
-        else:
-            sub = restrict(m, ws)
-            xs = x0[sub.cand_ids]
-            if not check(sub, xs):
-                x[sub.cand_ids] = xs
-                obj_of[i] = bound_of[i] = sub.objective(xs)
+            xs = x_first[sub.cand_ids]
+            x[sub.cand_ids] = xs
+            obj_of[i] = sub.objective(xs)
+            _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
+            bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
+
+        def record() -> None:
+            traj.append((time.perf_counter() - t0, sum(obj_of.values()) / MONEY_SCALE,
+                         sum(bound_of.values()) / MONEY_SCALE))
+
+        record()
+        # 2. Tasks: small components batched into exact models, large ones one by one.
+        tasks: list[tuple[list[int], Task]] = []
+        batch: list[int] = []
+        size = 0
+        total_c = max(1, sum(subs[i].n_c for i in large) + sum(subs[i].n_c for i in exact))
+
+        def flush() -> None:
+            nonlocal batch, size
+            if batch:
+                ws = np.sort(np.concatenate([comps[i] for i in batch]))
+                tasks.append((batch, Task("exact", restrict(m, ws), 0.0, seed, 0)))
+            batch, size = [], 0
+
+        for i in exact:
+            if size + subs[i].n_c > EXACT_BATCH_CANDIDATES:
+                flush()
+            batch.append(i)
+            size += subs[i].n_c
+        flush()
+        # component -> (its parts' task positions, its first plan, kept where the merged parts end worse)
+        by_offer = POP_BY_OFFER  # how components are split into parts (pop_parts), and so merged
+        split: dict[int, tuple[list[int], np.ndarray]] = {}
+        for i in large:
+            sub = subs[i]
+            share = max(1.0, det_budget * sub.n_c / total_c)
+            if sub.n_w > POP_MAX_WORKLOADS:
+                k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
+                split[i] = ([], x[sub.cand_ids].copy())
+                x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
+                for part in pop_parts(sub, k, by_offer):
+                    split[i][0].append(len(tasks))
+                    tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
                 continue
-            subs[i] = sub
-        # A pruned component's exact model would bound only its kept candidates: its relaxations do better.
-        (exact if sub.n_c <= EXACT_MAX_CANDIDATES and not sub.pruned else large).append(i)
-    # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
-    for i in exact + large:
-        sub = subs[i]
-        xs = x_first[sub.cand_ids]
-        x[sub.cand_ids] = xs
-        obj_of[i] = sub.objective(xs)
-        _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
-        bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
+            tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub), x[sub.cand_ids].copy())))
+        det = 0.0
 
-    def record() -> None:
-        traj.append((time.perf_counter() - t0, sum(obj_of.values()) / MONEY_SCALE,
-                     sum(bound_of.values()) / MONEY_SCALE))
-
-    record()
-    # 2. Tasks: small components batched into exact models, large ones one by one.
-    tasks: list[tuple[list[int], Task]] = []
-    batch: list[int] = []
-    size = 0
-    total_c = max(1, sum(subs[i].n_c for i in large) + sum(subs[i].n_c for i in exact))
-
-    def flush() -> None:
-        nonlocal batch, size
-        if batch:
-            ws = np.sort(np.concatenate([comps[i] for i in batch]))
-            tasks.append((batch, Task("exact", restrict(m, ws), 0.0, seed, 0)))
-        batch, size = [], 0
-
-    for i in exact:
-        if size + subs[i].n_c > EXACT_BATCH_CANDIDATES:
-            flush()
-        batch.append(i)
-        size += subs[i].n_c
-    flush()
-    # component -> (its parts' task positions, its first plan, kept where the merged parts end worse)
-    by_offer = POP_BY_OFFER  # how components are split into parts (pop_parts), and so merged
-    split: dict[int, tuple[list[int], np.ndarray]] = {}
-    for i in large:
-        sub = subs[i]
-        share = max(1.0, det_budget * sub.n_c / total_c)
-        if sub.n_w > POP_MAX_WORKLOADS:
-            k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
-            split[i] = ([], x[sub.cand_ids].copy())
-            x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
-            for part in pop_parts(sub, k, by_offer):
-                split[i][0].append(len(tasks))
-                tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
-            continue
-        tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub), x[sub.cand_ids].copy())))
-    det = 0.0
-
-    def merge(ids: list[int], task: Task, r: ComponentResult) -> None:
-        nonlocal det, optimal
-        x[task.model.cand_ids] = r.x
-        det += r.det_time
-        if task.kind == "part":  # finished with the whole component, below
-            return
-        optimal = optimal and r.optimal
-        if len(ids) == 1:
+        def merge(ids: list[int], task: Task, r: ComponentResult) -> None:
+            nonlocal det, optimal
+            x[task.model.cand_ids] = r.x
+            det += r.det_time
+            if task.kind == "part":  # finished with the whole component, below
+                return
+            optimal = optimal and r.optimal
+            if len(ids) == 1:
+                obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
+                return
+            for i in ids:
+                obj_of.pop(i, None)
+                bound_of.pop(i, None)
             obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
-            return
-        for i in ids:
-            obj_of.pop(i, None)
-            bound_of.pop(i, None)
-        obj_of[ids[0]], bound_of[ids[0]] = r.objective, r.bound
 
-    def run_here(ids: list[int], task: Task) -> ComponentResult:
-        if task.kind != "large":  # exact models and parts report no progress of their own
-            return _run_task(task)
-        key = ids[0]
+        def run_here(ids: list[int], task: Task) -> ComponentResult:
+            if task.kind != "large":  # exact models and parts report no progress of their own
+                return _run_task(task)
+            key = ids[0]
 
-        def progress(o: int, b: int) -> None:
-            obj_of[key], bound_of[key] = o, b
+            def progress(o: int, b: int) -> None:
+                obj_of[key], bound_of[key] = o, b
+                record()
+
+            return solve_large(task.model, task.det, task.seed, task.unplaceable, progress, task.start)
+
+        if pool is not None and len(tasks) > 1:
+            # The largest task runs here (reporting progress), the others in workers - 1 fresh processes.
+            # Each task is deterministic, and results are merged in task order: the plan does not depend
+            # on the number of processes.
+            main = max(range(len(tasks)), key=lambda i: (tasks[i][1].model.n_c, -i))
+            pending = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
+            results = {main: run_here(*tasks[main])}
+            # Then, here too, every task no worker has started yet, in turn; then wait for the rest.
+            while pending:
+                free = next((i for i, fut in pending.items() if fut.cancel()), None)
+                if free is None:
+                    results.update({i: fut.result() for i, fut in pending.items()})
+                    break
+                del pending[free]
+                results[free] = run_here(*tasks[free])
+            for i, (ids, task) in enumerate(tasks):
+                merge(ids, task, results[i])
             record()
-
-        return solve_large(task.model, task.det, task.seed, task.unplaceable, progress, task.start)
-
-    if pool is not None and len(tasks) > 1:
-        # The largest task runs here (reporting progress), the others in workers - 1 fresh processes.
-        # Each task is deterministic, and results are merged in task order: the plan does not depend
-        # on the number of processes.
-        main = max(range(len(tasks)), key=lambda i: (tasks[i][1].model.n_c, -i))
-        pending = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
-        results = {main: run_here(*tasks[main])}
-        # Then, here too, every task no worker has started yet, in turn; then wait for the rest.
-        while pending:
-            free = next((i for i, fut in pending.items() if fut.cancel()), None)
-            if free is None:
-                results.update({i: fut.result() for i, fut in pending.items()})
-                break
-            del pending[free]
-            results[free] = run_here(*tasks[free])
-        for i, (ids, task) in enumerate(tasks):
-            merge(ids, task, results[i])
-        record()
-    else:
-        results = {}
-        for i, (ids, task) in enumerate(tasks):
-            results[i] = run_here(ids, task)
-            merge(ids, task, results[i])
+        else:
+            results = {}
+            for i, (ids, task) in enumerate(tasks):
+                results[i] = run_here(ids, task)
+                merge(ids, task, results[i])
+                record()
+        # 3. Components split into parts: the merged plan repaired and bounded as a whole.
+        for i, (parts, start) in split.items():
+            sub = subs[i]
+            prices = [p for p in (results[j].prices for j in parts) if p is not None]
+            whole = early[i].result() if i in early else whole_lp_prices(lp_models[i])
+            r = pop_finish(sub, x[sub.cand_ids], start, prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
+                           seed, fixed_penalty(sub), by_offer, whole)
+            x[sub.cand_ids] = r.x
+            det += r.det_time
+            optimal = optimal and r.optimal
+            obj_of[i], bound_of[i] = r.objective, r.bound
             record()
-    # 3. Components split into parts: the merged plan repaired and bounded as a whole.
-    for i, (parts, start) in split.items():
-        sub = subs[i]
-        prices = [p for p in (results[j].prices for j in parts) if p is not None]
-        whole = early[i].result() if i in early else _run_task(lp_tasks[i])
-        r = pop_finish(sub, x[sub.cand_ids], start, prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
-                       seed, fixed_penalty(sub), by_offer, whole.prices)
-        x[sub.cand_ids] = r.x
-        det += r.det_time
-        optimal = optimal and r.optimal
-        obj_of[i], bound_of[i] = r.objective, r.bound
-        record()
-    obj = m.objective(x)
-    bound = min(obj, sum(bound_of.values()))
-    return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
+        obj = m.objective(x)
+        bound = min(obj, sum(bound_of.values()))
+        return ScaleResult(x, obj, bound, optimal and obj == bound, det, len(comps), traj)
 
 
 # ==================================================================================================
