@@ -25,15 +25,16 @@ workloads. This planner minimises the same objective under the same hard constra
    shared limit, so every bound stays valid for the whole candidate set. Per component, cheapest first:
    - the relaxation without shared limits, budgets and spread (every workload on its cheapest
      candidates, all-or-nothing kept): when its solution keeps every hard constraint it is optimal;
-   - components above ``POP_MAX_WORKLOADS`` workloads (too large for one LP): split into parts
-     (``pop_parts``, POP), each part solved as a large component below, the parts' plans merged and
-     repaired as a whole (``pop_finish``), from the first plan instead where that is better. Their
-     first plan takes the workloads with little choice first (``_order``'s ``scarce_first``), then
-     those it left short (``squeaky``). Their prices and bound come from one LP over the whole
+   - components above ``POP_MAX_WORKLOADS`` workloads (too large for one LP by column generation):
+     their first plan takes the workloads with little choice first (``_order``'s ``scarce_first``),
+     then those it left short (``squeaky``). Their prices and bound come from one LP over the whole
      component, restricted to each workload's cheapest few candidates and the first plan's
      (``whole_lp_model``, ``whole_lp_prices``), solved in a worker process from the first plan on,
-     while this one runs the squeaky rounds and the parts; the Lagrangian at its duals bounds all
-     candidates, and where it beats the parts' prices, those duals steer the repair;
+     while this one runs the squeaky rounds; the Lagrangian at its duals bounds all candidates, and
+     the first plan is repaired as a whole at them (``pop_finish``). Where that LP gives no prices
+     (its iteration limit), POP: the component is split into parts (``pop_parts``), each solved
+     as a large component below (in parallel), their prices bound it and their plans, merged,
+     are repaired instead of the first plan where they are better;
    - small components: one exact model (several small components share one), solved by HiGHS'
      branch and bound through OR-Tools' MathOpt, with its dual bound;
    - large components: the **LP relaxation by column generation**: a restricted LP over each
@@ -940,10 +941,17 @@ class Prices:
 # ==================================================================================================
 
 
+_I4 = array("i").itemsize == 4  # array.array's C int: 32 bits on Linux, macOS and Windows
+
+
 def _ints(values: np.ndarray) -> array[int]:
-    """The values as an ``array.array`` of 64-bit integers (indexing gives Python ints)."""
-    out = array("q")
-    out.frombytes(np.ascontiguousarray(values, np.int64).data.cast("B"))
+    """The values as an ``array.array`` (indexing gives Python ints): of 32-bit integers where they
+    all fit, half the memory (about 80 MB per list on 20 M candidates), otherwise 64-bit. The
+    lists built from them are read, never written."""
+    v = np.asarray(values)
+    small = _I4 and (not len(v) or (int(v.min()) >= -(2**31) and int(v.max()) < 2**31))
+    out = array("i" if small else "q")
+    out.frombytes(np.ascontiguousarray(v, np.int32 if small else np.int64).data.cast("B"))
     return out
 
 
@@ -1939,6 +1947,13 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
                 x, obj = r.x, r.objective
                 improved = True
                 improved_to(x, obj)
+                # Workloads outside the neighbourhood still short get the room it left at once,
+                # before later neighbourhoods take it for smaller gains (on xxl-tight the top-up
+                # after four neighbourhoods gained 158 k $/h, after seven more none).
+                xt = top_up(m, x, rc)
+                if xt is not x and (ot := m.objective(xt)) < obj:
+                    x, obj = xt, ot
+                    improved_to(x, obj)
         if seeds_phase and (not improved or not hoods):
             seeds_phase = False
         elif not seeds_phase:
@@ -2283,35 +2298,38 @@ def whole_lp_prices(lm: Model) -> Prices | None:
     return rows.duals(y)[2]
 
 
-def pop_finish(m: Model, x: np.ndarray, start: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
+def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
                unplaceable: int, by_offer: bool, lp_prices: Prices | None = None) -> ComponentResult:
-    """The parts' plans ``x`` merged: a bound for the whole component (the Lagrangian at zero prices,
-    at the parts' mean prices and at ``lp_prices``, those of ``whole_lp_prices``, then subgradient
-    steps from the better of the last two), the capacity the parts left unused filled by the greedy
-    at those prices, then neighbourhood repair across the seams at them, from ``start`` (the
-    component's first feasible plan) instead where that is better than the merge. (On xxl-tight
-    the whole LP's prices took the plan from 908 k to 750 k above the penalty, the bound from 342 k
-    to 512 k.)"""
+    """A component too large for one LP, from its first feasible plan ``start`` or, where it was
+    split into parts, their plans ``x`` merged (None: not split): a bound for the whole component
+    (the Lagrangian at zero prices, at the parts' mean prices and at ``lp_prices``, those of
+    ``whole_lp_prices``, then subgradient steps from the best), the capacity the parts left unused
+    filled by the greedy at those prices, then neighbourhood repair (across the parts' seams) at
+    them, from ``start`` where that is better than the merge. (On xxl-tight the whole LP's prices
+    took the plan from 908 k to 750 k above the penalty, the bound from 342 k to 512 k. The greedy
+    at those prices on ``start`` before the repair, 913 k instead of 1.01 M, left the repair at
+    904 k even with twice its budget.)"""
     t0 = time.perf_counter()
     lag = Lagrange(m)
-    lag.evaluate_and_keep(lag.prices)  # zero prices
-    mean = lag.prices
+    rc, x_rel, lb = lag.evaluate_and_keep(lag.prices)  # zero prices
     if prices:
         # Offers dealt whole to one part (``by_offer``) are priced by that part alone (the others
         # price them 0); shared ones at the parts' mean.
         offer = (np.sum if by_offer else np.mean)([p.offer for p in prices], axis=0)
-        mean = Prices(offer, np.mean([p.pool for p in prices], axis=0),
-                      np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
-    lag.prices = mean
-    rc, x_rel, lb = lag.evaluate_and_keep(mean)
+        lag.prices = Prices(offer, np.mean([p.pool for p in prices], axis=0),
+                            np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
+        rc, x_rel, lb = lag.evaluate_and_keep(lag.prices)
     if lp_prices is not None:
         rc_lp, x_rel_lp, lb_lp = lag.evaluate_and_keep(lp_prices)
         if lb_lp > lb:  # the better prices steer the fill and the repair too
             lag.prices, rc, x_rel = lp_prices, rc_lp, x_rel_lp
-    x = greedy(m, rc, _order(m, x_rel, rc), Residual(m, x), x.copy())
-    obj = m.objective(x)
+        del rc_lp, x_rel_lp  # per-candidate arrays of the whole component: not held through the repair
     first = m.objective(start)
-    if first < obj:  # the repair goes on from the better of the two
+    if x is not None:
+        x = greedy(m, rc, _order(m, x_rel, rc), Residual(m, x), x.copy())
+        obj = m.objective(x)
+    del x_rel
+    if x is None or first < obj:  # the repair goes on from the better of the two
         x, obj = start.copy(), first
     lag.theta = THETA0 / 8
     lag.run(POP_BOUND_ITERATIONS, lambda: float(obj))
@@ -2438,6 +2456,10 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         early = {i: pool.submit(whole_lp_prices, lm) for i, lm in lp_models.items()} if pool is not None else {}
         if scarce:  # and those the greedy left short go first in a few more rounds
             x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
+        # The derived data of the whole model (the greedy's per-candidate lists, ``Residual``) is not
+        # used again: each component builds its own, and these are freed to make room for them.
+        m.cache.clear()
+        del rc0
         x = np.zeros(m.n_c, np.int64)
         obj_of: dict[int, int] = {}
         bound_of: dict[int, int] = {}
@@ -2460,11 +2482,11 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         # 1. A first feasible plan everywhere else: the capacity-aware greedy at cost.
         for i in exact + large:
             sub = subs[i]
-            xs = x_first[sub.cand_ids]
-            x[sub.cand_ids] = xs
-            obj_of[i] = sub.objective(xs)
+            x[sub.cand_ids] = x_first[sub.cand_ids]
+            obj_of[i] = sub.objective(x[sub.cand_ids])
             _, lb = relaxed_solution(sub, sub.cost.astype(np.float64))
             bound_of[i] = min(obj_of[i], math.floor(lb - 1e-9 * abs(lb)))
+        del x0, x_first  # whole-model arrays, as the lists above
 
         def record() -> None:
             traj.append((time.perf_counter() - t0, sum(obj_of.values()) / MONEY_SCALE,
@@ -2490,20 +2512,15 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             batch.append(i)
             size += subs[i].n_c
         flush()
-        # component -> (its parts' task positions, its first plan, kept where the merged parts end worse)
+        # Components too large for one LP: their first plan, kept where the merged parts end worse (below).
         by_offer = POP_BY_OFFER  # how components are split into parts (pop_parts), and so merged
-        split: dict[int, tuple[list[int], np.ndarray]] = {}
+        split: dict[int, np.ndarray] = {}
         for i in large:
             sub = subs[i]
-            share = max(1.0, det_budget * sub.n_c / total_c)
             if sub.n_w > POP_MAX_WORKLOADS:
-                k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
-                split[i] = ([], x[sub.cand_ids].copy())
-                x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
-                for part in pop_parts(sub, k, by_offer):
-                    split[i][0].append(len(tasks))
-                    tasks.append(([i], Task("part", part, share / (2 * k), seed, fixed_penalty(part))))
+                split[i] = x[sub.cand_ids].copy()
                 continue
+            share = max(1.0, det_budget * sub.n_c / total_c)
             tasks.append(([i], Task("large", sub, share, seed, fixed_penalty(sub), x[sub.cand_ids].copy())))
         det = 0.0
 
@@ -2533,37 +2550,57 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
 
             return solve_large(task.model, task.det, task.seed, task.unplaceable, progress, task.start)
 
-        if pool is not None and len(tasks) > 1:
-            # The largest task runs here (reporting progress), the others in workers - 1 fresh processes.
-            # Each task is deterministic, and results are merged in task order: the plan does not depend
-            # on the number of processes.
-            main = max(range(len(tasks)), key=lambda i: (tasks[i][1].model.n_c, -i))
-            pending = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(tasks) if i != main}
-            results = {main: run_here(*tasks[main])}
-            # Then, here too, every task no worker has started yet, in turn; then wait for the rest.
-            while pending:
-                free = next((i for i, fut in pending.items() if fut.cancel()), None)
-                if free is None:
-                    results.update({i: fut.result() for i, fut in pending.items()})
-                    break
-                del pending[free]
-                results[free] = run_here(*tasks[free])
-            for i, (ids, task) in enumerate(tasks):
-                merge(ids, task, results[i])
-            record()
-        else:
-            results = {}
-            for i, (ids, task) in enumerate(tasks):
-                results[i] = run_here(ids, task)
-                merge(ids, task, results[i])
+        def run_all(todo: list[tuple[list[int], Task]]) -> list[ComponentResult]:
+            """The tasks' results, in task order, each merged into the plan."""
+            results: dict[int, ComponentResult] = {}
+            if pool is not None and len(todo) > 1:
+                # The largest task runs here (reporting progress), the others in workers - 1 fresh
+                # processes. Each task is deterministic, and results are merged in task order: the plan
+                # does not depend on the number of processes.
+                main = max(range(len(todo)), key=lambda i: (todo[i][1].model.n_c, -i))
+                pending = {i: pool.submit(_run_task, t) for i, (_ids, t) in enumerate(todo) if i != main}
+                results[main] = run_here(*todo[main])
+                # Then, here too, every task no worker has started yet, in turn; then wait for the rest.
+                while pending:
+                    free = next((i for i, fut in pending.items() if fut.cancel()), None)
+                    if free is None:
+                        results.update({i: fut.result() for i, fut in pending.items()})
+                        break
+                    del pending[free]
+                    results[free] = run_here(*todo[free])
+                for i, (ids, task) in enumerate(todo):
+                    merge(ids, task, results[i])
                 record()
-        # 3. Components split into parts: the merged plan repaired and bounded as a whole.
-        for i, (parts, start) in split.items():
+            else:
+                for i, (ids, task) in enumerate(todo):
+                    results[i] = run_here(ids, task)
+                    merge(ids, task, results[i])
+                    record()
+            return [results[i] for i in range(len(todo))]
+
+        run_all(tasks)
+        tasks.clear()  # their models: freed before the largest components' repair
+        # 3. Components too large for one LP: repaired and bounded as a whole at the prices of the LP
+        # over the whole (``whole_lp_prices``), from their first plan. Where that LP gives no prices,
+        # POP: the component is split into parts solved independently (in parallel), whose prices
+        # bound it and whose plans, merged, replace the first plan where they are better. (Where the
+        # LP gave prices, on xl and xxl, the merged parts were 14-74 % above the first plan after its
+        # squeaky rounds, and their prices gave lower bounds: bench/README.md.)
+        for i, start in split.items():
             sub = subs[i]
-            prices = [p for p in (results[j].prices for j in parts) if p is not None]
+            share = max(1.0, det_budget * sub.n_c / total_c) / 2  # the repair's, with or without parts
             whole = early[i].result() if i in early else whole_lp_prices(lp_models[i])
-            r = pop_finish(sub, x[sub.cand_ids], start, prices, max(1.0, det_budget * sub.n_c / total_c) / 2,
-                           seed, fixed_penalty(sub), by_offer, whole)
+            prices: list[Prices] = []
+            merged = None
+            if whole is None:
+                k = math.ceil(sub.n_w / POP_PART_WORKLOADS)
+                x[sub.cand_ids] = 0  # the parts' plans replace it (each part sees only some candidates)
+                parts = [([i], Task("part", part, share / k, seed, fixed_penalty(part)))
+                         for part in pop_parts(sub, k, by_offer)]
+                prices = [p for p in (r.prices for r in run_all(parts)) if p is not None]
+                del parts
+                merged = x[sub.cand_ids]
+            r = pop_finish(sub, merged, start, prices, share, seed, fixed_penalty(sub), by_offer, whole)
             x[sub.cand_ids] = r.x
             det += r.det_time
             optimal = optimal and r.optimal

@@ -472,10 +472,14 @@ def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan(by_offer: boo
     assert scale.check(m, x) == []
 
 
-@pytest.mark.parametrize("by_offer", [False, True])
-def test_split_components_give_a_feasible_plan_with_a_valid_bound(by_offer: bool, monkeypatch: pytest.MonkeyPatch
-                                                                  ) -> None:
+@pytest.mark.parametrize(("by_offer", "lp_prices"), [(False, False), (True, False), (True, True)])
+def test_split_components_give_a_feasible_plan_with_a_valid_bound(by_offer: bool, lp_prices: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A component too large for one LP: repaired from its first plan at the prices of the LP over
+    the whole; split into parts (POP) only where that LP gives no prices."""
     monkeypatch.setattr(scale, "POP_BY_OFFER", by_offer)
+    if not lp_prices:
+        monkeypatch.setattr(scale, "whole_lp_prices", lambda lm: None)
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
     monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
     monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
@@ -488,8 +492,11 @@ def test_split_components_give_a_feasible_plan_with_a_valid_bound(by_offer: bool
 
     monkeypatch.setattr(scale, "pop_parts", counted)
     s = generate(47, 150, 40, "tight")
-    plan = _scale_plan(s, det=2.0)
-    assert calls and all(k >= 2 for k in calls)  # the component was split
+    plan = _scale_plan(s, det=2.0, workers=None if lp_prices else 1)  # (the stand-in LP runs in this process)
+    if lp_prices:
+        assert calls == []  # the LP's prices: no parts
+    else:
+        assert calls and all(k >= 2 for k in calls)  # the component was split
     assert verify_plan(plan, s) == []
     optimum, _ = _exact_objective(s)
     assert plan.solver.best_bound <= plan.solver.objective + 1e-6
@@ -855,6 +862,30 @@ def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_bette
     assert r.bound <= r.objective
 
 
+def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _model(generate(13, 200, 40, "tight"))
+    cost = m.cost.astype(np.float64)
+    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    events: list[tuple[str, int]] = []
+    repair, greedy = scale._repair, scale.greedy
+
+    def recorded(m_: scale.Model, x: np.ndarray, obj: int, *args: Any, **kw: Any) -> Any:
+        events.append(("repair", obj))
+        return repair(m_, x, obj, *args, **kw)
+
+    def counted(*args: Any, **kw: Any) -> np.ndarray:
+        events.append(("greedy", 0))
+        return greedy(*args, **kw)
+
+    monkeypatch.setattr(scale, "_repair", recorded)
+    monkeypatch.setattr(scale, "greedy", counted)
+    r = scale.pop_finish(m, None, start, [], 2.0, 0, scale.fixed_penalty(m), True)
+    assert events[0] == ("repair", m.objective(start))
+    assert scale.check(m, r.x) == [] and r.objective <= m.objective(start)
+    assert r.bound <= r.objective
+
+
 @pytest.mark.parametrize("pop_max", [60, 10_000])
 def test_first_plan_puts_the_scarce_first_only_where_a_component_is_split(pop_max: int,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
@@ -998,3 +1029,16 @@ def test_a_split_component_is_bounded_by_the_whole_lp_and_workers_do_not_matter(
     monkeypatch.setattr(scale, "whole_lp_prices", lambda lm: None)
     without = scale.solve_model(m, 2.0, 0, 1)
     assert without.bound < one.bound
+
+
+def test_residual_lists_are_32_bit_where_the_values_fit_and_keep_them_exactly() -> None:
+    small = np.array([0, -(2**31), 2**31 - 1, 7], np.int64)
+    out = scale._ints(small)
+    assert out.itemsize == 4
+    assert list(out) == small.tolist()
+    big = np.array([1, 2**31], np.int64)
+    out = scale._ints(big)
+    assert out.itemsize == 8
+    assert list(out) == big.tolist()
+    assert list(scale._ints(np.array([-(2**31) - 1], np.int64))) == [-(2**31) - 1]
+    assert len(scale._ints(np.zeros(0, np.int64))) == 0
