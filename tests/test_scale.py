@@ -886,6 +886,38 @@ def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_be
     assert r.bound <= r.objective
 
 
+def test_the_repair_tops_up_the_short_after_every_neighbourhood_that_improves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _model(generate(13, 200, 40, "tight"))
+    cost = m.cost.astype(np.float64)
+    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    lag = scale.Lagrange(m)
+    rc, _x_rel, _lb = lag.evaluate_and_keep(lag.prices)
+    events: list[tuple[str, int]] = []
+    mip, top_up = scale.mip, scale.top_up
+
+    def recorded_mip(m_: scale.Model, free: np.ndarray, x: np.ndarray, *args: Any, **kw: Any) -> Any:
+        r = mip(m_, free, x, *args, **kw)
+        if r.objective < m_.objective(x):
+            events.append(("better", r.objective))
+        return r
+
+    def recorded_top_up(m_: scale.Model, x: np.ndarray, rc_: np.ndarray) -> np.ndarray:
+        events.append(("top_up", m_.objective(x)))
+        return top_up(m_, x, rc_)
+
+    monkeypatch.setattr(scale, "mip", recorded_mip)
+    monkeypatch.setattr(scale, "top_up", recorded_top_up)
+    x, obj, _det, _k = scale._repair(m, start, m.objective(start), rc, lag, 4.0, 0, 0, lambda o: 1.0,
+                                     lambda xn, on: None)
+    better = [i for i, (kind, _o) in enumerate(events) if kind == "better"]
+    assert better  # the repair improved the plan at least once
+    for i in better:  # each improvement is topped up at once, from the improved plan
+        assert events[i + 1] == ("top_up", events[i][1])
+    assert events[-1][0] == "top_up" and sum(kind == "top_up" for kind, _o in events) == len(better) + 1
+    assert scale.check(m, x) == [] and obj == m.objective(x) <= m.objective(start)
+
+
 @pytest.mark.parametrize("pop_max", [60, 10_000])
 def test_first_plan_puts_the_scarce_first_only_where_a_component_is_split(pop_max: int,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
