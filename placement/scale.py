@@ -2584,7 +2584,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         # over the whole (``whole_lp_prices``), from their first plan. Where that LP gives no prices,
         # POP: the component is split into parts solved independently (in parallel), whose prices
         # bound it and whose plans, merged, replace the first plan where they are better. (Where the
-        # LP gave prices, on xl and xxl, the merged parts were 14-74 % above the first plan after its
+        # LP gave prices, on xl and xxl, the merged parts were 14-85 % above the first plan after its
         # squeaky rounds, and their prices gave lower bounds: bench/README.md.)
         for i, start in split.items():
             sub = subs[i]
