@@ -839,11 +839,17 @@ def test_scarce_first_order_puts_little_choice_first_then_follows_the_penalty(va
     assert scale.check(m, x) == []
 
 
-def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_better(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _tight_first_plan() -> tuple[scale.Model, np.ndarray]:
+    """A tight instance's model and its first plan as a split component gets it (the greedy at cost,
+    the workloads with little choice first)."""
     m = _model(generate(13, 200, 40, "tight"))
     cost = m.cost.astype(np.float64)
-    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    return m, scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+
+
+def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_better(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m, start = _tight_first_plan()
     empty = np.zeros(m.n_c, np.int64)
     seen: list[int] = []
     repair = scale._repair
@@ -864,9 +870,7 @@ def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_bette
 
 def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_before(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    m = _model(generate(13, 200, 40, "tight"))
-    cost = m.cost.astype(np.float64)
-    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    m, start = _tight_first_plan()
     events: list[tuple[str, int]] = []
     repair, greedy = scale._repair, scale.greedy
 
@@ -888,9 +892,7 @@ def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_be
 
 def test_the_repair_tops_up_the_short_after_every_neighbourhood_that_improves(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    m = _model(generate(13, 200, 40, "tight"))
-    cost = m.cost.astype(np.float64)
-    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    m, start = _tight_first_plan()
     lag = scale.Lagrange(m)
     rc, _x_rel, _lb = lag.evaluate_and_keep(lag.prices)
     events: list[tuple[str, int]] = []
