@@ -1932,6 +1932,16 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
     Returns (plan, objective, units spent, neighbourhoods solved so far)."""
     tight_offers = np.argsort(-(lag.best_prices.offer * (m.avail >= 0)), kind="stable")
     tight_pools = np.argsort(-lag.best_prices.pool, kind="stable")
+
+    def topped_up(x: np.ndarray, obj: int) -> tuple[np.ndarray, int]:
+        # The neighbourhoods move work around and can leave room where a workload outside them is
+        # still short: the greedy tops those up.
+        xt = top_up(m, x, rc)
+        if xt is not x and (ot := m.objective(xt)) < obj:
+            improved_to(xt, ot)
+            return xt, ot
+        return x, obj
+
     det = 0.0
     seeds_phase = True
     while det < det_budget and gap(obj) > TARGET_GAP:
@@ -1947,25 +1957,16 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
                 x, obj = r.x, r.objective
                 improved = True
                 improved_to(x, obj)
-                # Workloads outside the neighbourhood still short get the room it left at once,
-                # before later neighbourhoods take it for smaller gains (on xxl-tight the top-up
-                # after four neighbourhoods gained 158 k $/h, after seven more none).
-                xt = top_up(m, x, rc)
-                if xt is not x and (ot := m.objective(xt)) < obj:
-                    x, obj = xt, ot
-                    improved_to(x, obj)
+                # At once, before later neighbourhoods take the room it left for smaller gains (on
+                # xxl-tight the top-up after four neighbourhoods gained 158 k $/h, after seven more none).
+                x, obj = topped_up(x, obj)
         if seeds_phase and (not improved or not hoods):
             seeds_phase = False
         elif not seeds_phase:
             if not improved:
                 break
             seeds_phase = True
-    # The neighbourhoods move work around and can leave room where a workload outside them is
-    # still short: the greedy tops those up.
-    xt = top_up(m, x, rc)
-    if xt is not x and (ot := m.objective(xt)) < obj:
-        x, obj = xt, ot
-        improved_to(x, obj)
+    x, obj = topped_up(x, obj)  # (it changes the plan only where no neighbourhood improved it)
     return x, obj, det, k
 
 
@@ -2439,9 +2440,10 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         traj.append((time.perf_counter() - t0, o / MONEY_SCALE, min(o, floor0) / MONEY_SCALE))
 
     first_plan(obj_first)
-    # Components to be split into parts (those the relaxation at cost does not solve): the LP over
-    # the whole, for the prices of its bound (``whole_lp_prices``), from now on in a worker process
-    # where there is one, while this one goes on with the first plan and the parts.
+    # Components too large for one LP by column generation (those of them the relaxation at cost
+    # does not solve): the LP over the whole, for their prices (``whole_lp_prices``), from now on in a
+    # worker process where there is one, while this one goes on with the squeaky rounds and the
+    # other components.
     subs: dict[int, Model] = {}
     for i, ws in enumerate(comps):
         if len(ws) > POP_MAX_WORKLOADS:

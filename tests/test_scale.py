@@ -839,12 +839,16 @@ def test_scarce_first_order_puts_little_choice_first_then_follows_the_penalty(va
     assert scale.check(m, x) == []
 
 
-def _tight_first_plan() -> tuple[scale.Model, np.ndarray]:
-    """A tight instance's model and its first plan as a split component gets it (the greedy at cost,
-    the workloads with little choice first)."""
-    m = _model(generate(13, 200, 40, "tight"))
+def _scarce_first_plan(m: scale.Model) -> np.ndarray:
+    """The first plan a split component gets: the greedy at cost, the workloads with little choice first."""
     cost = m.cost.astype(np.float64)
-    return m, scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    return scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+
+
+def _tight_first_plan() -> tuple[scale.Model, np.ndarray]:
+    """A tight instance's model and its ``_scarce_first_plan``."""
+    m = _model(generate(13, 200, 40, "tight"))
+    return m, _scarce_first_plan(m)
 
 
 def test_the_merged_parts_repair_goes_on_from_the_first_plan_where_that_is_better(
@@ -1008,8 +1012,7 @@ def test_a_part_of_a_split_component_skips_the_mip_root_bound() -> None:
 
 def test_whole_lp_model_keeps_the_cheapest_and_the_plans_candidates_without_spread_or_budgets() -> None:
     m = _model(generate(47, 150, 40, "tight"))
-    cost = m.cost.astype(np.float64)
-    start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+    start = _scarce_first_plan(m)
     lm = scale.whole_lp_model(m, start)
     kept = set(lm.cand_ids.tolist())
     assert set(np.flatnonzero(start).tolist()) <= kept
@@ -1028,8 +1031,7 @@ def test_whole_lp_prices_lift_the_bound_and_stay_below_the_optimum(monkeypatch: 
     for variant, lifts in (("loose", True), ("tight", False)):
         s = generate(31 if variant == "loose" else 47, 90 if variant == "loose" else 150, 36, variant)
         m = _model(s)
-        cost = m.cost.astype(np.float64)
-        start = scale.greedy(m, cost, scale._order(m, np.zeros(m.n_c, np.int64), cost, scarce_first=True))
+        start = _scarce_first_plan(m)
         prices = scale.whole_lp_prices(scale.whole_lp_model(m, start))
         assert prices is not None
         lag = scale.Lagrange(m)
