@@ -139,7 +139,7 @@ def plan(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the plan JSON here")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="solver deterministic-time limit")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="solver workers; for large inputs, worker processes solving independent parts")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="solver workers; for large inputs, worker processes solving independent parts and threads filtering blocks of workloads")] = None,
     method: Annotated[str, typer.Option("--method", help="auto (exact up to about 500 workloads, then the large-instance planner), exact or scale")] = "auto",
     record_wall_time: Annotated[bool, typer.Option("--record-wall-time", help="store the wall-clock solve time in the plan (makes plans differ run to run)")] = False,
     state: Annotated[str | None, typer.Option("--state", help=f"state store: SQLite file or SQLAlchemy URL (env {STATE_ENV})")] = None,

@@ -71,7 +71,8 @@ workloads. This planner minimises the same objective under the same hard constra
 CP-SAT is not used here: given this model with a good plan as hint, one CP-SAT worker hardly improves
 on the plan in tens of seconds, while HiGHS repairs a 300-workload neighbourhood in a fraction of one.
 
-Components are solved in worker processes when ``PlanOptions.workers`` > 1. Every step is
+Components are solved in worker processes when ``PlanOptions.workers`` > 1, and blocks of workloads
+filtered, modelled and pruned in as many threads (``filtered_model``). Every step is
 deterministic (iteration counts, node limits, one thread, fixed seeds, never a time limit), so the
 plan depends neither on machine load nor on the number of worker processes. The work budget is
 ``PlanOptions.max_deterministic_time`` (else the policy's ``solver.max_deterministic_time``), counted
@@ -91,11 +92,12 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
+import threading
 import time
 from array import array
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -604,13 +606,23 @@ def _subset(ca: CandidateArrays, sel: np.ndarray | None, first: int) -> Candidat
     return CandidateArrays(start=np.zeros(0, np.int64), **fields)
 
 
-def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
-    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global."""
+def _concat_models(parts: list[Model], penalty: np.ndarray, threads: int = 1) -> Model:
+    """The model of consecutive blocks of workloads (``filtered_model``); shared limits are global.
+    ``threads``: fields concatenated at once (numpy copies without the GIL)."""
     first = np.cumsum([0] + [p.n_w for p in parts]).tolist()
-    cat = {f: np.concatenate([getattr(p, f) for p in parts])
-           for f in ("replicas", "fewest", "team", "budget", "min_providers", "min_regions", "most", "dropped",
-                     *_CANDIDATE_FIELDS) if f not in ("cw", "cand_ids")}
-    cat["cw"] = np.concatenate([p.cw + first[i] for i, p in enumerate(parts)])
+    names = [f for f in ("replicas", "fewest", "team", "budget", "min_providers", "min_regions", "most", "dropped",
+                         *_CANDIDATE_FIELDS) if f != "cand_ids"]
+
+    def one(f: str) -> np.ndarray:
+        if f == "cw":
+            return np.concatenate([p.cw + first[i] for i, p in enumerate(parts)])
+        return np.concatenate([getattr(p, f) for p in parts])
+
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as ex:
+            cat = dict(zip(names, ex.map(one, names), strict=True))
+    else:
+        cat = {f: one(f) for f in names}
     n_w = int(first[-1])
     start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.bincount(cat["cw"], minlength=n_w), out=start[1:])
@@ -620,15 +632,39 @@ def _concat_models(parts: list[Model], penalty: np.ndarray) -> Model:
 
 
 def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Inventory,
-                   pol: PolicySet, agg: Aggregation | None = None) -> tuple[Model, Filtered]:
+                   pol: PolicySet, agg: Aggregation | None = None, threads: int = 1) -> tuple[Model, Filtered]:
     """The candidate filter, ``build_model`` and ``prune`` block by block of workloads (about
     ``BLOCK_PAIRS`` workload x offer cells each), so that the candidates of all workloads are never
     held at once, only those the pruning keeps. The result is the one of the three steps on all
     workloads at once: each works workload by workload, except the penalty per unplaced replica,
     set from the most expensive candidate of all blocks, and the decision to prune (above
-    ``PRUNE_MIN_CANDIDATES`` candidates in all), which blocks held until then follow too."""
+    ``PRUNE_MIN_CANDIDATES`` candidates in all), which blocks held until then follow too.
+
+    With ``threads`` > 1, that many blocks are filtered, modelled and (once the candidates of the
+    blocks done exceed ``PRUNE_MIN_CANDIDATES``) pruned at once in threads (numpy releases the GIL
+    in its array operations), at most ``threads`` blocks ahead of the one being collected. Blocks are
+    collected in order and each step is a function of its block alone, so the result does not depend
+    on the number of threads."""
     n_w, n_o = len(workloads), len(inv.offers)
     size = max(1, BLOCK_PAIRS // max(1, n_o))
+    cache = FilterCache()
+    offer_arrays = _offer_arrays(inv, pol, agg)
+    lock = threading.Lock()
+    seen = 0  # candidates of the blocks filtered so far, in whatever order they finished
+
+    def stage(a: int) -> tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]:
+        nonlocal seen
+        block = workloads[a:a + size]
+        ca = candidate_arrays(block, inv, pol, cache)
+        m, unit_b = build_model(block, inv, pol, ca, offer_arrays)
+        with lock:
+            seen += len(ca)
+            sure = seen > PRUNE_MIN_CANDIDATES  # then the total is too: every block is pruned
+        if not sure:
+            return ca, m, unit_b, None
+        pm, kept = prune(m, PRUNE_KEEP, first=a)
+        return ca, m, unit_b, (pm, _subset(ca, kept, a))
+
     held: list[tuple[int, Model, CandidateArrays]] = []
     models: list[Model] = []
     cands: list[CandidateArrays] = []
@@ -637,30 +673,53 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     best_offer: list[np.ndarray] = []
     best_hourly: list[np.ndarray] = []
     unit, total, pruning = 0.0, 0, False
-    cache = FilterCache()
-    offer_arrays = _offer_arrays(inv, pol, agg)
     weights: list[np.ndarray] = []
-    for a in range(0, max(1, n_w), size):
-        block = workloads[a:a + size]
-        ca = candidate_arrays(block, inv, pol, cache)
-        m, unit_b = build_model(block, inv, pol, ca, offer_arrays)
-        unit = max(unit, unit_b)
-        total += len(ca)
-        objs.append(ca.objective_hourly_usd)
-        if agg is not None:
-            weights.append(agg.offer_members[ca.offer])
-        counts.append(np.diff(ca.start))
-        bo, bh = _cheapest(ca, len(block))
-        best_offer.append(bo)
-        best_hourly.append(bh)
-        held.append((a, m, ca))
-        pruning = pruning or total > PRUNE_MIN_CANDIDATES
-        if pruning:
+    firsts = list(range(0, max(1, n_w), size))
+    with contextlib.ExitStack() as stack:
+        if threads > 1 and len(firsts) > 1:
+            # The offer tables first, once: the threads share them.
+            stage_first = stage(firsts[0])
+            ex = stack.enter_context(ThreadPoolExecutor(max_workers=threads))
+            ahead = deque(ex.submit(stage, a) for a in firsts[1:1 + threads])
+
+            def results() -> Iterator[tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]]:
+                yield stage_first
+                for nxt in [*firsts[1 + threads:], None]:
+                    out = ahead.popleft().result()
+                    if nxt is not None:
+                        ahead.append(ex.submit(stage, nxt))
+                    yield out
+                while ahead:
+                    yield ahead.popleft().result()
+        else:
+            def results() -> Iterator[tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]]:
+                return (stage(a) for a in firsts)
+
+        for a, (ca, m, unit_b, pruned) in zip(firsts, results(), strict=True):
+            unit = max(unit, unit_b)
+            total += len(ca)
+            objs.append(ca.objective_hourly_usd)
+            if agg is not None:
+                weights.append(agg.offer_members[ca.offer])
+            counts.append(np.diff(ca.start))
+            bo, bh = _cheapest(ca, len(ca.start) - 1)
+            best_offer.append(bo)
+            best_hourly.append(bh)
+            # A block pruned in its thread: the candidates of all blocks exceed the threshold too.
+            pruning = pruning or total > PRUNE_MIN_CANDIDATES or pruned is not None
+            if not pruning:
+                held.append((a, m, ca))
+                continue
             for first, mb, cb in held:
                 pm, kept = prune(mb, PRUNE_KEEP, first=first)
                 models.append(pm)
                 cands.append(_subset(cb, kept, first))
             held = []
+            if pruned is None:
+                pm, kept = prune(m, PRUNE_KEEP, first=a)
+                pruned = (pm, _subset(ca, kept, a))
+            models.append(pruned[0])
+            cands.append(pruned[1])
     if len(models) + len(held) == 1:  # one block: the three steps' own result
         m = (models or [held[0][1]])[0]
         cands = cands or [held[0][2]]
@@ -669,7 +728,7 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
             models.append(mb)
             cands.append(_subset(cb, None, first))
         penalty = np.asarray([round(unit * w.priority * MONEY_SCALE) for w in workloads], np.int64)
-        m = _concat_models(models, penalty)
+        m = _concat_models(models, penalty, threads)
     block_first = np.cumsum([0] + [len(c) for c in cands[:-1]]).astype(np.int64)
     obj_start = np.zeros(n_w + 1, np.int64)
     np.cumsum(np.concatenate(counts), out=obj_start[1:])
@@ -2643,12 +2702,12 @@ def plan_large(scenario: Scenario, options: PlanOptions,
     agg = aggregate_offers(inv)
     # Hundreds of candidates per workload: each keeps its cheapest (the bound stays valid); the
     # unpruned model is never held whole (``filtered_model``).
-    m, filtered = filtered_model(workloads, agg.inventory if agg else inv, pol, agg)
-    n_vars = m.n_w + m.n_c
     settings = pol.solver
     det_budget = options.max_deterministic_time or settings.max_deterministic_time
     seed = settings.seed if options.seed is None else options.seed
     workers = options.workers or settings.workers
+    m, filtered = filtered_model(workloads, agg.inventory if agg else inv, pol, agg, threads=workers)
+    n_vars = m.n_w + m.n_c
     steps: list[tuple[float, float, float]] | None = [] if agg is not None and trajectory is not None else trajectory
     solve_started = time.perf_counter()
     res = solve_model(m, det_budget, seed, workers, steps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -680,26 +681,41 @@ def test_lp_relaxation_is_the_exact_models_lp(variant: str) -> None:
     assert (lp.value - lp.bound) <= 1e-3 * (lp.value - scale.fixed_penalty(m))
 
 
-@pytest.mark.parametrize("pruned", [False, True])
+@pytest.mark.parametrize(("pruned", "threads"), [("no", 1), ("early", 1), ("no", 3), ("early", 3), ("late", 3)])
 def test_filtering_block_by_block_gives_the_model_of_all_workloads_at_once(
-        monkeypatch: pytest.MonkeyPatch, pruned: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, pruned: str, threads: int) -> None:
     g = generate(23, 90, 40, "spread")
     # Each offer three times (equal costs: pruning's rotation among them depends on the workload's number).
     inv = g.inventory.inventory.model_copy(update={"offers": tuple(
         o.model_copy(update={"id": f"{o.id}/{k}"}) for k in range(3) for o in g.inventory.inventory.offers)})
     s = replace(g, inventory=LoadedInventory(inv, (), g.inventory.digest))
     ws, pol = s.workloads.workloads, s.policies.policies
-    if pruned:
-        monkeypatch.setattr(scale, "PRUNE_MIN_CANDIDATES", 50)
+    if pruned != "no":
+        # early: the first blocks' candidates are over the threshold, so the threads prune every block
+        # but the first; late: over it only with half of the blocks, the others held and pruned here
+        n_all = scale.filtered_model(ws, inv, pol)[1].n_all
+        monkeypatch.setattr(scale, "PRUNE_MIN_CANDIDATES", 50 if pruned == "early" else n_all // 2)
         monkeypatch.setattr(scale, "PRUNE_KEEP", 2)
         monkeypatch.setattr(scale, "PRUNE_SPREAD", 2)
     whole, fw = scale.filtered_model(ws, inv, pol)
-    plan_whole = _scale_plan(s, det=2.0, workers=1)
+    plan_whole = _scale_plan(s, det=2.0, workers=1) if threads == 1 else None
     monkeypatch.setattr(scale, "BLOCK_PAIRS", len(inv.offers))  # blocks of one workload
-    blocks, fb = scale.filtered_model(ws, inv, pol)
-    plan_blocks = _scale_plan(s, det=2.0, workers=1)
-    assert (len(whole.dropped) > 0) == pruned
-    assert fb.n_all == fw.n_all > whole.n_c if pruned else fb.n_all == fw.n_all == whole.n_c
+    in_threads: list[bool] = []
+    prune = scale.prune
+
+    def pruning(*a: Any, **k: Any) -> Any:
+        in_threads.append(threading.current_thread() is not threading.main_thread())
+        return prune(*a, **k)
+
+    monkeypatch.setattr(scale, "prune", pruning)
+    blocks, fb = scale.filtered_model(ws, inv, pol, threads=threads)
+    # every block pruned once; in threads where they knew it, else here
+    assert len(in_threads) == (len(ws) if pruned != "no" else 0)
+    if pruned != "no":
+        assert any(in_threads) == (threads > 1)
+        assert all(in_threads) is False  # the first block: before the threshold was known to be passed
+    assert (len(whole.dropped) > 0) == (pruned != "no")
+    assert fb.n_all == fw.n_all > whole.n_c if pruned != "no" else fb.n_all == fw.n_all == whole.n_c
     for f in dataclasses.fields(scale.Model):
         if f.name != "cache":
             assert np.array_equal(getattr(whole, f.name), getattr(blocks, f.name)), f.name
@@ -723,7 +739,8 @@ def test_filtering_block_by_block_gives_the_model_of_all_workloads_at_once(
     for w in range(len(ws)):
         s0, e0 = int(ca.start[w]), int(ca.start[w + 1])
         assert fb.best_offer[w] == (ca.offer[s0 + int(np.argmin(obj[s0:e0]))] if e0 > s0 else -1)
-    assert plan_whole.digest == plan_blocks.digest
+    if plan_whole is not None:
+        assert plan_whole.digest == _scale_plan(s, det=2.0, workers=1).digest
 
 
 def test_top_up_places_short_workloads_where_room_is_left_and_moves_nothing() -> None:
