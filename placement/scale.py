@@ -518,7 +518,15 @@ def prune(m: Model, keep_per_workload: int, first: int = 0) -> tuple[Model, np.n
             # Equal costs (identical nodes of one cluster, say) are kept in a rotation that differs
             # from workload to workload, so that workloads do not all keep the same offers.
             rotated = (m.offer[s0:e0] + (first + a + cw) * 7919) % max(1, n_o)
-            rank = _rank_in_group(cw, cost * n_o + rotated)
+            key = cost * n_o + rotated
+            # _rank_in_group, where each workload's candidates are already together: the sorted
+            # order keeps every workload's block where it is (``lstart``).
+            lo, span = int(key.min()), int(key.max()) - int(key.min()) + 1
+            order = (np.argsort(cw * span + (key - lo), kind="stable") if (b - a) * span < 2**62
+                     else np.lexsort((key, cw)))
+            group_start = lstart[:-1][cw]  # per position, its workload's first (the same sorted or not)
+            rank = np.empty(e0 - s0, np.int64)
+            rank[order] = np.arange(e0 - s0) - group_start
             k_w = k_of[a:b][cw]
             kp = ~sel[a:b][cw] | (rank < k_w)
             # Beyond the cheapest, PRUNE_SPREAD more at even steps through the rest of the workload's
@@ -530,12 +538,11 @@ def prune(m: Model, keep_per_workload: int, first: int = 0) -> tuple[Model, np.n
             kp |= (beyond >= 0) & (beyond % step == 0) & (beyond // step < PRUNE_SPREAD)
             # Enough room for every replica the workload may have, at zero prices: there the pruned
             # relaxation equals the unpruned one. Candidates in rank order within their workload:
-            pos = lstart[:-1][cw] + rank
-            by_rank = np.empty_like(cap)
-            by_rank[pos] = cap
+            by_rank = cap[order]
             cum = np.cumsum(by_rank)
-            base = np.where(lstart[:-1] > 0, cum[np.maximum(lstart[:-1] - 1, 0)], 0)
-            before = (cum - by_rank - base[cw])[pos]  # room of the cheaper candidates of the workload
+            cum -= by_rank
+            before = np.empty_like(cap)  # room of the cheaper candidates of the workload
+            before[order] = cum - cum[group_start]
             kp |= before < most[a:b][cw]
             keep[s0:e0] = kp
             vals = np.where(~kp & (cap > 0), cost.astype(np.float64), np.inf)
