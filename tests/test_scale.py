@@ -911,6 +911,34 @@ def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_be
     assert r.bound <= r.objective
 
 
+def test_the_bound_steps_run_beside_the_repair_and_count_in_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    m, start = _tight_first_plan()
+    lp = scale.whole_lp_prices(scale.whole_lp_model(m, start))
+    assert lp is not None
+    seen: list[float] = []
+    repair = scale._repair
+
+    def recorded(m_: scale.Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: scale.Lagrange, *args: Any,
+                 **kw: Any) -> Any:
+        seen.append(lag.best_lb)
+        return repair(m_, x, obj, rc, lag, *args, **kw)
+
+    monkeypatch.setattr(scale, "_repair", recorded)
+    zero = [scale._zero_priced(m)]
+    r = scale.pop_finish(m, None, start, [], 2.0, 0, scale.fixed_penalty(m), True, lp, zero)
+    assert zero == []  # handed over, not held by the caller through the repair
+    # The same steps, run here before any repair: the repair saw the bound before them, the result
+    # counts the bound after them.
+    lag, _rc, _x, lb = scale._zero_priced(m)
+    if lag.evaluate_and_keep(lp)[2] > lb:
+        lag.prices = lp
+    before = lag.best_lb
+    lag.theta = scale.THETA0 / 8
+    lag.run(scale.POP_BOUND_ITERATIONS, lambda: float(m.objective(start)))
+    assert seen == [before] and lag.best_lb > before
+    assert r.bound == lag.bound(r.objective) and scale.check(m, r.x) == []
+
+
 def test_the_repair_tops_up_the_short_after_every_neighbourhood_that_improves(
         monkeypatch: pytest.MonkeyPatch) -> None:
     m, start = _tight_first_plan()
