@@ -847,7 +847,7 @@ def _group_first_min(values: np.ndarray, starts: np.ndarray, counts: np.ndarray)
     """Per group (contiguous, non-empty): minimum value and the position of its first occurrence."""
     gmin = np.minimum.reduceat(values, starts)
     eq = np.flatnonzero(values == np.repeat(gmin, counts))
-    grp = np.repeat(np.arange(len(starts)), counts)[eq]
+    grp = np.searchsorted(starts, eq, side="right") - 1  # the group of each (fewer than the values)
     first = eq[np.r_[True, grp[1:] != grp[:-1]]]
     return gmin, first
 
@@ -865,19 +865,19 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
     groups = np.flatnonzero(counts_all > 0)
     if not len(groups):
         return x, float((m.penalty * m.replicas).sum())
-    cur = rc.astype(np.float64).copy()
+    cur = rc.astype(np.float64)  # a copy (taken candidates are set to inf)
     most = m.most_replicas()
     need = most.copy()
     rounds_c: list[np.ndarray] = []  # per round, per workload: candidate taken (-1 none)
     rounds_n: list[np.ndarray] = []
     rounds_v: list[np.ndarray] = []
     active = groups
-    cand_idx = np.arange(m.n_c, dtype=np.int64)
+    cand_idx: np.ndarray | None = None  # the candidates of the active workloads (None: all, in the first round)
     pruned = len(m.dropped) > 0
     while len(active):
         counts = counts_all[active]
         starts_local = np.r_[0, np.cumsum(counts)[:-1]]
-        gmin, first = _group_first_min(cur[cand_idx], starts_local, counts)
+        gmin, first = _group_first_min(cur if cand_idx is None else cur[cand_idx], starts_local, counts)
         c_of = np.full(m.n_w, -1, np.int64)
         n_of = np.zeros(m.n_w, np.int64)
         v_of = np.full(m.n_w, np.inf)
@@ -889,7 +889,7 @@ def relaxed_solution(m: Model, rc: np.ndarray) -> tuple[np.ndarray, float]:
             wv = active[virtual]
             n_of[wv], v_of[wv] = need[wv], lost[virtual]
             need[wv] = 0
-        wa, ca = active[ok], cand_idx[first[ok]]
+        wa, ca = active[ok], (first[ok] if cand_idx is None else cand_idx[first[ok]])
         take = np.minimum(m.cap[ca], need[wa])
         c_of[wa], n_of[wa], v_of[wa] = ca, take, gmin[ok]
         need[wa] -= take
