@@ -522,9 +522,7 @@ def prune(m: Model, keep_per_workload: int, first: int = 0) -> tuple[Model, np.n
             key = cost * n_o + rotated
             # _rank_in_group, where each workload's candidates are already together: the sorted
             # order keeps every workload's block where it is (``lstart``).
-            lo, span = int(key.min()), int(key.max()) - int(key.min()) + 1
-            order = (np.argsort(cw * span + (key - lo), kind="stable") if (b - a) * span < 2**62
-                     else np.lexsort((key, cw)))
+            order = _group_order(cw, key)
             group_start = lstart[:-1][cw]  # per position, its workload's first (the same sorted or not)
             rank = np.empty(e0 - s0, np.int64)
             rank[order] = np.arange(e0 - s0) - group_start
@@ -683,51 +681,46 @@ def filtered_model(workloads: tuple[Workload, ...] | list[Workload], inv: Invent
     unit, total, pruning = 0.0, 0, False
     weights: list[np.ndarray] = []
     firsts = list(range(0, max(1, n_w), size))
-    with contextlib.ExitStack() as stack:
-        if threads > 1 and len(firsts) > 1:
-            # The offer tables first, once: the threads share them.
-            stage_first = stage(firsts[0])
-            ex = stack.enter_context(ThreadPoolExecutor(max_workers=threads))
+
+    def results() -> Iterator[tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]]:
+        if threads <= 1 or len(firsts) <= 1:
+            yield from map(stage, firsts)
+            return
+        yield stage(firsts[0])  # the offer tables first, once: the threads share them
+        with ThreadPoolExecutor(max_workers=threads) as ex:
             ahead = deque(ex.submit(stage, a) for a in firsts[1:1 + threads])
+            for nxt in firsts[1 + threads:]:
+                out = ahead.popleft().result()
+                ahead.append(ex.submit(stage, nxt))
+                yield out
+            while ahead:
+                yield ahead.popleft().result()
 
-            def results() -> Iterator[tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]]:
-                yield stage_first
-                for nxt in [*firsts[1 + threads:], None]:
-                    out = ahead.popleft().result()
-                    if nxt is not None:
-                        ahead.append(ex.submit(stage, nxt))
-                    yield out
-                while ahead:
-                    yield ahead.popleft().result()
-        else:
-            def results() -> Iterator[tuple[CandidateArrays, Model, float, tuple[Model, CandidateArrays] | None]]:
-                return (stage(a) for a in firsts)
-
-        for a, (ca, m, unit_b, pruned) in zip(firsts, results(), strict=True):
-            unit = max(unit, unit_b)
-            total += len(ca)
-            objs.append(ca.objective_hourly_usd)
-            if agg is not None:
-                weights.append(agg.offer_members[ca.offer])
-            counts.append(np.diff(ca.start))
-            bo, bh = _cheapest(ca, len(ca.start) - 1)
-            best_offer.append(bo)
-            best_hourly.append(bh)
-            # A block pruned in its thread: the candidates of all blocks exceed the threshold too.
-            pruning = pruning or total > PRUNE_MIN_CANDIDATES or pruned is not None
-            if not pruning:
-                held.append((a, m, ca))
-                continue
-            for first, mb, cb in held:
-                pm, kept = prune(mb, PRUNE_KEEP, first=first)
-                models.append(pm)
-                cands.append(_subset(cb, kept, first))
-            held = []
-            if pruned is None:
-                pm, kept = prune(m, PRUNE_KEEP, first=a)
-                pruned = (pm, _subset(ca, kept, a))
-            models.append(pruned[0])
-            cands.append(pruned[1])
+    for a, (ca, m, unit_b, pruned) in zip(firsts, results(), strict=True):
+        unit = max(unit, unit_b)
+        total += len(ca)
+        objs.append(ca.objective_hourly_usd)
+        if agg is not None:
+            weights.append(agg.offer_members[ca.offer])
+        counts.append(np.diff(ca.start))
+        bo, bh = _cheapest(ca, len(ca.start) - 1)
+        best_offer.append(bo)
+        best_hourly.append(bh)
+        # A block pruned in its thread: the candidates of all blocks exceed the threshold too.
+        pruning = pruning or total > PRUNE_MIN_CANDIDATES or pruned is not None
+        if not pruning:
+            held.append((a, m, ca))
+            continue
+        for first, mb, cb in held:
+            pm, kept = prune(mb, PRUNE_KEEP, first=first)
+            models.append(pm)
+            cands.append(_subset(cb, kept, first))
+        held = []
+        if pruned is None:
+            pm, kept = prune(m, PRUNE_KEEP, first=a)
+            pruned = (pm, _subset(ca, kept, a))
+        models.append(pruned[0])
+        cands.append(pruned[1])
     if len(models) + len(held) == 1:  # one block: the three steps' own result
         m = (models or [held[0][1]])[0]
         cands = cands or [held[0][2]]
@@ -1631,15 +1624,18 @@ class LPResult:
     columns: int
 
 
-def _rank_in_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Per element, its rank by ``key`` (then position) among the elements of its ``group`` (0 = lowest)."""
-    order: np.ndarray | None = None
+def _group_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The elements' order by ``group``, then ``key``, then position."""
     if len(group) and key.dtype.kind in "iu" and group.dtype.kind in "iu":
         lo, span = int(key.min()), int(key.max()) - int(key.min()) + 1
         if int(group.max()) * span + span < 2**62:  # one stable sort of one int64 key: much faster
-            order = np.argsort(group.astype(np.int64) * span + (key.astype(np.int64) - lo), kind="stable")
-    if order is None:
-        order = np.lexsort((np.arange(len(group)), key, group))
+            return np.argsort(group.astype(np.int64) * span + (key.astype(np.int64) - lo), kind="stable")
+    return np.lexsort((key, group))  # stable: ties keep their positions
+
+
+def _rank_in_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Per element, its rank by ``key`` (then position) among the elements of its ``group`` (0 = lowest)."""
+    order = _group_order(group, key)
     g = group[order]
     first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
     rank = np.empty(len(group), np.int64)
