@@ -136,6 +136,7 @@ EXACT_NODES = 2_000  # branch-and-bound node limit of an exact model
 LP_FIRST_COLUMNS = 8  # per workload, its cheapest candidates in the first restricted LP
 LP_ADD_COLUMNS = 10  # per workload, its most negative reduced-cost candidates added in round 1 (doubling, to 16x)
 LP_ROUNDS = 12  # column-generation rounds at most
+LP_PRIMAL_SHARE = 0.1  # a re-solve after adding fewer columns than this share of those in it: primal simplex
 LP_TOLERANCE = 5e-4  # stop when the Lagrangian bound is this close to the restricted LP (relative)
 BOUND_ITERATIONS = 12  # subgradient steps from the LP's prices after the repair, for the bound
 THETA0 = 2.0  # initial subgradient step factor, halved after STALL iterations without a better bound
@@ -1829,8 +1830,11 @@ class _RestrictedLP:
 
         self.m, self.rows = m, rows
         self.h = highspy.Highs()
-        for name, value in (("output_flag", False), ("threads", 1), ("random_seed", 0)):
+        # Without presolve: on the large instances' first restricted LPs it took half the solve
+        # (bench/README.md).
+        for name, value in (("output_flag", False), ("threads", 1), ("random_seed", 0), ("presolve", "off")):
             self.h.setOptionValue(name, value)
+        self.solved = 0  # columns in the LP at its last solve
         n = rows.n_rows
         self.h.addRows(n, np.full(n, -highspy.kHighsInf), rows.hi, 0, np.zeros(1, np.int32), np.zeros(0, np.int32),
                        np.zeros(0))
@@ -1874,7 +1878,17 @@ class _RestrictedLP:
         self.cols = np.concatenate([self.cols, cols])
 
     def solve(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """(values of the columns in the order added, row duals, optimum in money units)."""
+        """(values of the columns in the order added, row duals, optimum in money units).
+
+        A re-solve after a few new columns (under ``LP_PRIMAL_SHARE`` of those before) runs the primal
+        simplex: the last basis stays primal feasible, while the dual simplex first moves the new
+        columns, priced below zero, to their upper bounds and then spends as many iterations as a
+        fresh solve undoing that (on the large instances' last rounds 15-19 k iterations against
+        1.5-2 k). After many new columns the dual simplex is still faster."""
+        added = len(self.cols) - self.solved
+        primal = self.solved > 0 and added < LP_PRIMAL_SHARE * self.solved
+        self.h.setOptionValue("simplex_strategy", 4 if primal else 1)
+        self.solved = len(self.cols)
         self.h.run()
         status = self.h.getModelStatus()
         if status != self._optimal:
@@ -2352,7 +2366,6 @@ def whole_lp_prices(lm: Model) -> Prices | None:
     its time removing the cost perturbation. One thread: deterministic."""
     rows = _LPRows(lm)
     lp = _RestrictedLP(lm, rows)
-    lp.h.setOptionValue("presolve", "off")
     lp.h.setOptionValue("simplex_iteration_limit", POP_LP_ITERATIONS)
     lp.add(np.arange(lm.n_c, dtype=np.int64))
     try:

@@ -402,6 +402,38 @@ def test_restricted_lp_with_columns_added_between_solves_matches_a_fresh_solve()
     assert scale.check(m, r.x) == []
 
 
+def test_restricted_lp_resolves_few_new_columns_by_primal_simplex_to_the_fresh_optimum() -> None:
+    s = generate(43, 150, 50, "tight")
+    m = _model(s)
+    rows = scale._LPRows(m)
+    live = np.flatnonzero(m.cap > 0)
+    few = live[:: 40]  # under LP_PRIMAL_SHARE of the rest
+    many = np.setdiff1d(live, few)
+    assert len(few) < scale.LP_PRIMAL_SHARE * len(many)
+    warm = scale._RestrictedLP(m, rows)
+    warm.add(many)
+    warm.solve()
+    assert warm.h.getOptionValue("simplex_strategy")[1] == 1  # a first solve: dual simplex
+    warm.add(few)
+    x, _y, v = warm.solve()
+    assert warm.h.getOptionValue("simplex_strategy")[1] == 4  # a few new columns: primal
+    fresh = scale._RestrictedLP(m, rows)
+    fresh.add(live)
+    _x, _y, v_fresh = fresh.solve()
+    assert v == pytest.approx(v_fresh, rel=1e-9, abs=1.0)
+    assert fresh.h.getOptionValue("presolve")[1] == "off"
+    # many new columns again (as many as were in it): back to the dual simplex
+    again = scale._RestrictedLP(m, rows)
+    again.add(live[::2])
+    again.solve()
+    again.add(live[1::2])
+    again.solve()
+    assert again.h.getOptionValue("simplex_strategy")[1] == 1
+    xs = np.zeros(m.n_c)
+    xs[warm.cols] = x
+    assert (xs <= m.cap + 1e-6).all()
+
+
 @pytest.mark.parametrize("variant", ["tight", "spot", "spread", "budgets"])
 def test_rounded_lp_and_its_top_up_keep_every_hard_constraint(variant: str) -> None:
     s = generate(37, 200, 60, variant)
