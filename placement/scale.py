@@ -981,15 +981,30 @@ class Prices:
     share: np.ndarray  # per team, per unit of the spot row
 
     def reduced(self, m: Model, pools: tuple[np.ndarray, np.ndarray, np.ndarray], spot_coef: np.ndarray) -> np.ndarray:
-        rc = m.cost.astype(np.float64) + m.nodes * self.offer[m.offer]
+        """Per candidate, its cost plus the prices of the limits it uses. Each term goes through one
+        work array, filled in place (on 20 M candidates each array is 160 MB)."""
+        rc = m.cost.astype(np.float64)
+        tmp = self.offer[m.offer]
+        np.multiply(tmp, m.nodes, out=tmp)
+        rc += tmp
         ci, pi, per = pools
         if len(ci):
-            rc += np.bincount(ci, weights=per * self.pool[pi], minlength=m.n_c)
-        t = m.team[m.cw]
-        tt = np.maximum(t, 0)
-        has = t >= 0
+            weights = self.pool[pi]
+            np.multiply(weights, per, out=weights)
+            rc += np.bincount(ci, weights=weights, minlength=m.n_c)
+            del weights
         if len(self.budget):
-            rc += np.where(has, self.budget[tt] * m.hourly + self.share[tt] * spot_coef, 0.0)
+            # Per workload, its team's prices (0 without a team), then per candidate.
+            has = m.team >= 0
+            tt = np.maximum(m.team, 0)
+            budget = np.where(has, self.budget[tt], 0.0)
+            share = np.where(has, self.share[tt], 0.0)
+            np.take(budget, m.cw, out=tmp)
+            np.multiply(tmp, m.hourly, out=tmp)
+            rest = share[m.cw]
+            np.multiply(rest, spot_coef, out=rest)
+            tmp += rest
+            rc += tmp
         return rc
 
     def rhs_value(self, m: Model) -> float:
@@ -1530,13 +1545,12 @@ class Lagrange:
         self.prices = Prices(np.zeros(n_o), np.zeros(n_p), np.zeros(n_t), np.zeros(n_t))
         self.best_prices = self.prices
         self.best_lb = -math.inf
-        self.best_x_rel = np.zeros(m.n_c, np.int64)
         # Row scales (each row divided by its limit), so that one step suits limits in instances,
         # GPUs, vCPUs and money alike.
         self.s_offer = np.maximum(m.avail, 1).astype(np.float64)
         self.s_pool = np.maximum(m.pool_limit, 1).astype(np.float64)
         self.s_budget = np.maximum(m.team_budget, 1).astype(np.float64)
-        self.tc = m.team[m.cw]
+        self.tc = m.team.astype(np.int32)[m.cw]  # (teams are few: half the memory of int64)
         self.has_t = self.tc >= 0
         self.s_share = np.maximum(1.0, np.bincount(self.tc[self.has_t],
                                                    weights=np.abs(self.coef[self.has_t]) * m.cap[self.has_t],
@@ -1554,7 +1568,7 @@ class Lagrange:
         """``evaluate``, keeping the prices as the best so far when their bound is."""
         rc, x_rel, lb = self.evaluate(prices)
         if lb > self.best_lb:
-            self.best_lb, self.best_prices, self.best_x_rel = lb, prices, x_rel
+            self.best_lb, self.best_prices = lb, prices
         return rc, x_rel, lb
 
     def run(self, iterations: int, upper_of: Callable[[], float],
@@ -1567,7 +1581,7 @@ class Lagrange:
             rc, x_rel, lb = self.evaluate(prices)
             self.iterations += 1
             if lb > self.best_lb + 1e-12 * abs(lb):
-                self.best_lb, self.best_prices, self.best_x_rel, self.stall = lb, prices, x_rel, 0
+                self.best_lb, self.best_prices, self.stall = lb, prices, 0
             else:
                 self.stall += 1
                 if self.stall >= STALL:

@@ -182,6 +182,31 @@ def test_relaxation_bound_is_below_any_feasible_plan() -> None:
     assert lag.bound(m.objective(x)) <= m.objective(x)
 
 
+
+@pytest.mark.parametrize("variant", ["tight", "budgets", "spot"])
+def test_reduced_costs_add_each_limits_price_times_what_the_candidate_uses_of_it(variant: str) -> None:
+    s = generate(5, 120, 40, variant)
+    m = _model(s)
+    lag = scale.Lagrange(m)
+    rng = np.random.default_rng(1)
+    n_t = len(m.team_budget)
+    p = scale.Prices(rng.uniform(0, 50, len(m.avail)), rng.uniform(0, 20, len(m.pool_limit)),
+                     rng.uniform(0, 0.5, n_t), rng.uniform(-5, 5, n_t))
+    rc = p.reduced(m, lag.pools, lag.coef)
+    coef = m.spot_coef()
+    for c in range(m.n_c):
+        o, w, nodes = int(m.offer[c]), int(m.cw[c]), int(m.nodes[c])
+        want = float(m.cost[c]) + nodes * p.offer[o]
+        for k in range(int(m.pool_start[o]), int(m.pool_start[o + 1])):
+            want += p.pool[int(m.pool_id[k])] * int(m.pool_per_node[k]) * nodes
+        t = int(m.team[w])
+        if t >= 0:
+            want += p.budget[t] * float(m.hourly[c]) + p.share[t] * float(coef[c])
+        assert rc[c] == pytest.approx(want, rel=1e-12, abs=1e-9)
+    if variant == "budgets":
+        assert (m.team >= 0).any() and (m.team < 0).any()  # with and without a team
+    assert len(lag.pools[0]) > 0  # with quota pools
+
 def test_same_inputs_same_plan_and_workers_do_not_matter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 200)
     monkeypatch.setattr(scale, "EXACT_BATCH_CANDIDATES", 400)
