@@ -497,6 +497,33 @@ def test_greedy_tops_up_a_partial_plan_without_exceeding_replicas() -> None:
     assert placed_again.sum() >= placed.sum()
 
 
+@pytest.mark.parametrize("variant", ["tight", "spread", "budgets", "spot"])
+def test_greedy_plan_does_not_depend_on_how_many_candidates_it_reads_ahead(variant: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    s = generate(29, 150, 50, variant)
+    m = _model(s)
+    rng = np.random.default_rng(2)
+    rc = m.cost.astype(np.float64) + rng.uniform(0, float(m.cost.mean()), m.n_c)
+    rc = np.round(rc / float(m.cost.mean())) * float(m.cost.mean())  # ties within workloads
+    order = scale._order(m, np.zeros(m.n_c, np.int64), rc)
+    plans = []
+    for head in (1, 2, 8, 10**9):
+        monkeypatch.setattr(scale, "GREEDY_HEAD", head)
+        monkeypatch.setattr(scale, "GREEDY_BATCH", 16)
+        x = scale.greedy(m, rc, order)
+        assert scale.check(m, x) == []
+        half = x.copy()
+        half[m.cw % 2 == 0] = 0
+        topped = scale.greedy(m, rc, order, scale.Residual(m, half), half.copy())
+        assert scale.check(m, topped) == []
+        plans.append((x, topped))
+    for x, topped in plans[1:]:
+        assert np.array_equal(x, plans[0][0])
+        assert np.array_equal(topped, plans[0][1])
+    # some workload holds replicas on two candidates or more: reading one ahead, it read the rest
+    assert (np.bincount(m.cw, weights=plans[0][0] > 0, minlength=m.n_w) >= 2).any()
+
+
 @pytest.mark.parametrize("by_offer", [False, True])
 def test_pop_parts_share_every_limit_and_add_up_to_a_feasible_plan(by_offer: bool) -> None:
     s = generate(43, 240, 50, "spot")
