@@ -1924,10 +1924,10 @@ class _RestrictedLP:
         """(values of the columns in the order added, row duals, optimum in money units).
 
         A re-solve after a few new columns (under ``LP_PRIMAL_SHARE`` of those before) runs the primal
-        simplex: the last basis stays primal feasible, while the dual simplex first moves the new
-        columns, priced below zero, to their upper bounds and then spends as many iterations as a
-        fresh solve undoing that (on the large instances' last rounds 15-19 k iterations against
-        1.5-2 k). After many new columns the dual simplex is still faster."""
+        simplex: the last basis stays primal feasible (the new columns are at zero) but not dual
+        feasible (they price below zero). On the large instances' last rounds the dual simplex took
+        about as many iterations there as a fresh solve (15-19 k), the primal 1.5-2 k. After many new
+        columns the dual simplex is still faster."""
         added = len(self.cols) - self.solved
         primal = self.solved > 0 and added < LP_PRIMAL_SHARE * self.solved
         self.h.setOptionValue("simplex_strategy", 4 if primal else 1)
