@@ -182,7 +182,6 @@ def test_relaxation_bound_is_below_any_feasible_plan() -> None:
     assert lag.bound(m.objective(x)) <= m.objective(x)
 
 
-
 @pytest.mark.parametrize("variant", ["tight", "budgets", "spot"])
 def test_reduced_costs_add_each_limits_price_times_what_the_candidate_uses_of_it(variant: str) -> None:
     s = generate(5, 120, 40, variant)
@@ -206,6 +205,7 @@ def test_reduced_costs_add_each_limits_price_times_what_the_candidate_uses_of_it
     if variant == "budgets":
         assert (m.team >= 0).any() and (m.team < 0).any()  # with and without a team
     assert len(lag.pools[0]) > 0  # with quota pools
+
 
 def test_same_inputs_same_plan_and_workers_do_not_matter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 200)
@@ -432,7 +432,7 @@ def test_restricted_lp_resolves_few_new_columns_by_primal_simplex_to_the_fresh_o
     m = _model(s)
     rows = scale._LPRows(m)
     live = np.flatnonzero(m.cap > 0)
-    few = live[:: 40]  # under LP_PRIMAL_SHARE of the rest
+    few = live[::40]  # under LP_PRIMAL_SHARE of the rest
     many = np.setdiff1d(live, few)
     assert len(few) < scale.LP_PRIMAL_SHARE * len(many)
     warm = scale._RestrictedLP(m, rows)
