@@ -1162,6 +1162,14 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
                         m.hourly[cands].tolist(), m._spot_coef(cands).tolist(), m.cap[cands].tolist(),
                         m.provider[cands].tolist(), m.region[cands].tolist(), strict=True))
 
+    def extended(rows: list[tuple[int, int, int, int, int, int, int, int]], f0: int, f1: int) -> bool:
+        """Append to a workload's ``rows`` (its first candidates) the rest of its candidates, the
+        batch's sorted ``idx[f0:f1]``; whether any were missing."""
+        if len(rows) >= f1 - f0:
+            return False
+        rows.extend(rows_of(idx[f0 + len(rows):f1]))
+        return True
+
     for pos, w in enumerate(order):
         if pos % batch_size == 0:
             ws = order_a[pos:pos + batch_size]
@@ -1198,24 +1206,13 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
         wb = budget[w] if budget[w] < 0 else budget[w] - spent[w]
         h0, h1, f0, f1 = span[w]
         rows = head[h0:h1]  # the workload's candidates in order, the rest appended when reached
-        more = f1 - f0 > h1 - h0
-
-        def rest() -> bool:
-            """Append the workload's candidates after its first ones; whether there were any."""
-            nonlocal more
-            if not more:
-                return False
-            more = False
-            rows.extend(rows_of(idx[f0 + GREEDY_HEAD:f1]))  # noqa: B023 (called in this iteration only)
-            return True
-
         taken: list[tuple[int, int]] = []  # (position in rows, replicas)
         spread = (minp[w] > 1 or minr[w] > 1) and have[w] == 0
         if spread:
             provs: set[int] = set()
             regs: set[int] = set()
             j = 0
-            while j < len(rows) or rest():
+            while j < len(rows) or extended(rows, f0, f1):
                 if len(provs) >= minp[w] and len(regs) >= minr[w]:
                     break
                 _c, o, nd, h, k, _cap, p, r = rows[j]
@@ -1239,7 +1236,7 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
                     if x[c]:
                         used[c] = int(x[c])
             j = 0
-            while j < len(rows) or rest():
+            while j < len(rows) or extended(rows, f0, f1):
                 c, o, nd, h, k, cap, _p, _r = rows[j]
                 j += 1
                 n = min(left, cap - used.get(c, 0))
@@ -1260,7 +1257,7 @@ def greedy(m: Model, rc: np.ndarray, order: list[int], res: Residual | None = No
         placed = have[w] + sum(n for _, n in taken)
         if left < 0 or placed < fewest[w]:
             for j, n in taken:
-                _c, o, nd, h, k = rows[j][:5]
+                _c, o, nd, h, k, *_ = rows[j]
                 res.take_v(o, nd, h, k, -n, t)
             continue
         for j, n in taken:
@@ -2419,8 +2416,8 @@ def whole_lp_prices(lm: Model) -> Prices | None:
 
 
 def _zero_priced(m: Model) -> tuple[Lagrange, np.ndarray, np.ndarray, float]:
-    """The Lagrangian of ``m`` at zero prices (a first bound): (its ``Lagrange``, which keeps the
-    value, reduced costs, relaxed solution, value)."""
+    """The Lagrangian of ``m`` at zero prices (a first bound): its ``Lagrange`` (which keeps that
+    bound as its best), then the reduced costs, the relaxed solution and the bound."""
     lag = Lagrange(m)
     return lag, *lag.evaluate_and_keep(lag.prices)
 
