@@ -55,11 +55,14 @@ workloads. This planner minimises the same objective under the same hard constra
      ``GLOBAL_MIP_FIRST_WORKLOADS``, and there after one MIP over only the workloads the LP splits,
      the rest kept as the LP has them: ``fix_integral``), and repair again on the rest. Every MIP starts from the
      current plan (a complete solution hint). Neighbourhood repair: MIPs over a tenth of the
-     component's workloads, 300 at least (those with unplaced replicas and the workloads holding
-     the offers and pools they need; those paying most above their cheapest candidate; those
-     around the most contended limits), the rest fixed, accepted only when they improve the plan, until the gap is under
-     ``TARGET_GAP`` or the work budget is spent; then the greedy tops up the workloads still short
-     where the moves left room. A few subgradient steps from the LP's prices
+     component's workloads, 300 at least, the rest fixed, accepted only when they improve the
+     plan: first around the workloads with unplaced replicas (with the workloads holding the
+     offers and pools they need), and when those stall with few left short, around each along
+     chains of moves (its offers' holders, their offers' holders...: ``_chains``); then around
+     those paying most above their cheapest candidate and the most contended limits, 300
+     workloads each at first and twice as many whenever a round brings nothing
+     (``COST_FIRST_WORKLOADS``); until the gap is under ``TARGET_GAP`` or the work budget is
+     spent; then the greedy tops up the workloads still short where the moves left room. A few subgradient steps from the LP's prices
      may then lift the bound above the LP's. A component still more than ``BOUND_MIP_GAP`` above
      its bound after the whole-component MIP (the LP is weak where all-or-nothing workloads fill
      offers: it places fractions of replicas in their last room) gets, before the second repair,
@@ -149,6 +152,9 @@ GREEDY_BATCH = 256  # workloads whose candidates the greedy screens for room at 
 GREEDY_HEAD = 8  # per workload, its candidates the greedy reads ahead (the rest when it gets that far)
 NEIGHBOURHOOD_WORKLOADS = 300  # workloads freed in one neighbourhood at least,
 NEIGHBOURHOOD_SHARE = 10  # and one in this many of the component's workloads
+COST_FIRST_WORKLOADS = 300  # costly-placement neighbourhoods at first (``solve_large``), doubled when a round brings nothing
+CHAIN_WORKLOADS = 300  # a chain neighbourhood around one short workload (``_chains``) holds up to this many,
+CHAIN_OFFERS = 6  # reached through each one's this many best offers at the reduced costs
 SEEDS_PER_NEIGHBOURHOOD = 12  # workloads with unplaced replicas at the centre of one neighbourhood
 FEW_SHORT = 24  # up to this many workloads with unplaced replicas: one neighbourhood each
 NEIGHBOURHOOD_TOP_K = 16  # candidates per freed workload: its cheapest at the final prices + those in use
@@ -2039,10 +2045,14 @@ def fix_integral(m: Model, x_lp: np.ndarray, x: np.ndarray, seed: int) -> SubRes
 
 def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, det_budget: float, seed: int,
             k: int, gap: Callable[[int], float], improved_to: Callable[[np.ndarray, int], None],
-            seed_size: int | None = None) -> tuple[np.ndarray, int, float, int]:
+            seed_size: int | None = None, cost_size: int | None = None) -> tuple[np.ndarray, int, float, int]:
     """Neighbourhood repair of ``x`` at reduced costs ``rc``: rounds of neighbourhoods around
-    unplaced replicas while they improve, then one round around costly placements and contended
-    limits, again while that improves; each neighbourhood counts its HiGHS simplex iterations
+    unplaced replicas while they improve; when they stall with at most ``FEW_SHORT`` workloads
+    short, one round of chain neighbourhoods around those (``_chains``; once per set of short
+    workloads); then one round around costly placements and contended limits, again while that
+    improves. Those start at ``cost_size`` workloads (default: the full size, ``_hood_size``) and
+    double, up to the full size, after a round that brings nothing; the repair ends after such a
+    round at the full size. Each neighbourhood counts its HiGHS simplex iterations
     (``ITERATIONS_PER_UNIT`` a unit), at least ``NEIGHBOURHOOD_WORK``
     deterministic units against ``det_budget``. Stops when ``gap(obj)`` is under ``TARGET_GAP``.
     ``seed_size`` caps the neighbourhoods around short workloads (``_neighbourhoods``).
@@ -2061,9 +2071,17 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
 
     det = 0.0
     seeds_phase = True
+    chained: set[bytes] = set()  # the sets of short workloads chain neighbourhoods were tried around
+    chain = False
+    full = _hood_size(m)
+    size = full if cost_size is None else min(cost_size, full)
     while det < det_budget and gap(obj) > TARGET_GAP:
         improved = False
-        hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase, seed_size)
+        if chain:
+            hoods = _chains(m, x, rc)
+        else:
+            hoods = _neighbourhoods(m, x, rc, tight_offers, tight_pools, lag.best_prices, seeds_phase, seed_size,
+                                    size)
         for hood in hoods:
             if det >= det_budget or gap(obj) <= TARGET_GAP:
                 break
@@ -2077,14 +2095,71 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
                 # At once, before later neighbourhoods take the room it left for smaller gains (on
                 # xxl-tight the top-up after four neighbourhoods gained 158 k $/h, after seven more none).
                 x, obj = topped_up(x, obj)
-        if seeds_phase and (not improved or not hoods):
-            seeds_phase = False
+        if chain:  # then the seeds again if it placed something, else the costly placements
+            chain = False
+            seeds_phase = improved
+        elif seeds_phase and (not improved or not hoods):
+            # The seeds' neighbourhoods stall: chains around the workloads still short first.
+            chain = bool(hoods) and _chain_worth(m, x, chained)
+            seeds_phase = chain
         elif not seeds_phase:
             if not improved:
-                break
+                if size >= full:
+                    break
+                size = min(full, 2 * size)
+                continue
             seeds_phase = True
     x, obj = topped_up(x, obj)  # (it changes the plan only where no neighbourhood improved it)
     return x, obj, det, k
+
+
+def _chain_worth(m: Model, x: np.ndarray, tried: set[bytes]) -> bool:
+    """Whether chain neighbourhoods (``_chains``) are worth a round: at most ``FEW_SHORT`` workloads
+    left short, and not this same set of them already (it is added to ``tried``)."""
+    short = np.flatnonzero(_short(m, np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)))
+    key = short.tobytes()
+    if not 0 < len(short) <= FEW_SHORT or key in tried:
+        return False
+    tried.add(key)
+    return True
+
+
+def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
+    """Per workload left short, a neighbourhood grown breadth-first along chains of moves: its best
+    offers at the reduced costs ``rc`` (``CHAIN_OFFERS``), their holders, those holders' best offers,
+    theirs, and so on, up to ``CHAIN_WORKLOADS`` workloads. Where the room a short workload needs
+    is held by workloads whose own alternatives are full too, only a chain frees it: the
+    neighbourhoods of ``_neighbourhoods`` stop at the holders of its offers and their pools. (On
+    large-tight from another LP vertex, one replica stayed short through them and was placed only by
+    the whole-component MIP, 22 s later; its offer's 12 holders had to move first. A chain
+    neighbourhood of 300 placed it in 0.2 s.)"""
+    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
+    short = np.flatnonzero(_short(m, placed))
+    short = short[np.lexsort((short, -m.penalty[short]))]
+    holders: dict[int, list[int]] = defaultdict(list)
+    for c in np.flatnonzero(x).tolist():
+        holders[int(m.offer[c])].append(int(m.cw[c]))
+    out = []
+    for seed in short.tolist():
+        chosen = dict.fromkeys([seed])
+        frontier = [seed]
+        seen: set[int] = set()
+        while frontier and len(chosen) < CHAIN_WORKLOADS:
+            nxt = []
+            for w in frontier:
+                s, e = int(m.start[w]), int(m.start[w + 1])
+                for c in (s + np.argsort(rc[s:e], kind="stable")[:CHAIN_OFFERS]).tolist():
+                    o = int(m.offer[c])
+                    if o in seen:
+                        continue
+                    seen.add(o)
+                    for h in holders.get(o, ()):
+                        if h not in chosen and len(chosen) < CHAIN_WORKLOADS:
+                            chosen[h] = None
+                            nxt.append(h)
+            frontier = nxt
+        out.append(np.asarray(sorted(chosen), np.int64))
+    return out
 
 
 def _short(m: Model, placed: np.ndarray) -> np.ndarray:
@@ -2196,7 +2271,8 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
         det0 = fixed.det_time
         if fixed.objective < obj:
             improved_to(fixed.x, fixed.objective)
-    x, obj, det, k = _repair(m, x, obj, rc, lag, first, seed, 0, gap, improved_to)
+    x, obj, det, k = _repair(m, x, obj, rc, lag, first, seed, 0, gap, improved_to,
+                             cost_size=COST_FIRST_WORKLOADS)
     det += det0
     if global_mip and gap() > TARGET_GAP:
         # The whole component as one MIP over each workload's few best candidates at the LP's
@@ -2221,7 +2297,8 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
             improved_to(r.x, r.objective)
         else:
             note()
-    x, obj, spent, k = _repair(m, x, obj, rc, lag, det_budget - det, seed, k, gap, improved_to)
+    x, obj, spent, k = _repair(m, x, obj, rc, lag, det_budget - det, seed, k, gap, improved_to,
+                               cost_size=COST_FIRST_WORKLOADS)
     det += spent
     if gap() > TARGET_GAP:
         # A few subgradient steps from the LP's prices: the integer per-workload problems can lift
@@ -2233,13 +2310,20 @@ def solve_large(m: Model, det_budget: float, seed: int, unplaceable: int,
     return ComponentResult(x, obj, bound, obj == bound, det, traj, lag.best_prices)
 
 
+def _hood_size(m: Model) -> int:
+    """The full size of a neighbourhood: a tenth of the component's workloads, 300 at least."""
+    return max(NEIGHBOURHOOD_WORKLOADS, m.n_w // NEIGHBOURHOOD_SHARE)
+
+
 def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.ndarray, tight_pools: np.ndarray,
-                    prices: Prices, seeds_phase: bool, seed_size: int | None = None) -> list[np.ndarray]:
+                    prices: Prices, seeds_phase: bool, seed_size: int | None = None,
+                    cost_size: int | None = None) -> list[np.ndarray]:
     """Sets of workloads to re-optimise together, deterministic: around the workloads with unplaced
     replicas (with the workloads holding the offers and pools they would use) when ``seeds_phase``;
     otherwise around the workloads paying most above their cheapest candidate, then the most
     contended offers and pools. ``seed_size`` caps the size of the neighbourhoods around short
-    workloads (default: the size of every neighbourhood)."""
+    workloads (default: the full size, ``_hood_size``), ``cost_size`` that of the others (default:
+    the full size)."""
     placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
     counts = m.start[1:] - m.start[:-1]
     # Workloads that could have more replicas: not those no plan can place (no room at all) nor
@@ -2255,9 +2339,10 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
         for p in pools_of[o]:
             holders_p[p].update(ws)
     out: list[np.ndarray] = []
-    size = max(NEIGHBOURHOOD_WORKLOADS, m.n_w // NEIGHBOURHOOD_SHARE)
+    size = _hood_size(m)
+    small = size if cost_size is None else cost_size
 
-    def grow(seeds: list[int], offers: list[int], size: int = size) -> np.ndarray:
+    def grow(seeds: list[int], offers: list[int], size: int = small) -> np.ndarray:
         chosen = dict.fromkeys(seeds)
         pools_seen: set[int] = set()
         for o in offers:
@@ -2477,7 +2562,8 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
 
     # Around short workloads, their offers' holders matter more than a tenth of the component
     # (about 10,000 workloads in a component split into parts: the budget affords about five such
-    # neighbourhoods, where it affords dozens of the smallest).
+    # neighbourhoods, where it affords dozens of the smallest). The others keep the full size from
+    # the start (``COST_FIRST_WORKLOADS`` is measured on components up to 10,000 workloads only).
     x, obj, det, _k = _repair(m, x, obj, rc, lag, det_budget, seed, 0, gap, improved_to,
                               seed_size=NEIGHBOURHOOD_WORKLOADS)
     steps.result()

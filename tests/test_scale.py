@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 import threading
@@ -866,6 +867,118 @@ def test_neighbourhoods_around_short_workloads_keep_within_their_cap() -> None:
     assert max(len(h) for h in narrow) <= 20 < max(len(h) for h in wide)
     # every short workload is at the centre of one of them, wide or narrow
     assert short <= {int(w) for h in narrow for w in h} and short <= {int(w) for h in wide for w in h}
+
+
+def _chain_scenario() -> tuple[scale.Model, np.ndarray]:
+    """Three offers with room for one replica each, A (H100), B (A100), C (L4, dear); ``s`` runs on A
+    only, ``h1`` (worth more than s) on A or B, ``h2`` on B or C. The plan: h1 on A, h2 on B, s short.
+    Placing s takes a chain of moves: h2 to C, then h1 to B, then s on A."""
+    base: dict[str, Any] = dict(
+        provider="spec", provider_kind="specialist", region="us", country="US", jurisdiction="US", gpu_count=1,
+        gpu_memory_gib=80.0, vcpus=8, memory_gib=64.0, capacity_type="on-demand",
+        location={"lat": 38.9, "lon": -77.4}, egress_usd_per_gb=0.05, available=1,
+    )
+    offers = [{**base, "id": f"spec/us/{g.lower()}", "instance_type": g.lower(), "gpu_model": g, "hourly_usd": usd}
+              for g, usd in (("H100", 1.0), ("A100", 1.0), ("L4", 3.0))]
+    m = _model(_scenario(offers, [
+        {"name": "h1", "team": "t", "replicas": 1, "gpu": {"models": ["H100", "A100"], "count": 1}, "priority": 600},
+        {"name": "h2", "team": "t", "replicas": 1, "gpu": {"models": ["A100", "L4"], "count": 1}},
+        {"name": "s", "team": "t", "replicas": 1, "gpu": {"models": ["H100"], "count": 1}, "priority": 500},
+    ]))
+    x = np.zeros(m.n_c, np.int64)
+    x[(m.cw == 0) & (m.offer == 0)] = 1  # h1 on A
+    x[(m.cw == 1) & (m.offer == 1)] = 1  # h2 on B
+    assert scale.check(m, x) == [] and x.sum() == 2
+    return m, x
+
+
+def test_a_chain_neighbourhood_reaches_the_holders_of_the_holders_offers() -> None:
+    m, x = _chain_scenario()
+    rc = m.cost.astype(np.float64)
+    lag = scale.Lagrange(m)
+    offers, pools = np.arange(len(m.avail)), np.arange(len(m.pool_limit))
+    # Around s, the seeds' neighbourhood holds s and the holder of its offer, not h2 ...
+    (seeds,) = scale._neighbourhoods(m, x, rc, offers, pools, lag.prices, True)
+    assert seeds.tolist() == [0, 2]
+    stuck = scale.mip(m, seeds, x, scale.NEIGHBOURHOOD_NODES, rc, scale.NEIGHBOURHOOD_TOP_K)
+    assert stuck.objective == m.objective(x)
+    # ... the chain's reaches h2 through h1's other offer, and its MIP places s.
+    (chain,) = scale._chains(m, x, rc)
+    assert chain.tolist() == [0, 1, 2]
+    r = scale.mip(m, chain, x, scale.NEIGHBOURHOOD_NODES, rc, scale.NEIGHBOURHOOD_TOP_K)
+    assert r.x.sum() == 3 and r.objective < m.objective(x) and scale.check(m, r.x) == []
+
+
+def test_the_repair_tries_chains_once_the_seeds_stall_and_once_per_set_of_short(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m, x = _chain_scenario()
+    lag = scale.Lagrange(m)
+    rc, _x_rel, _lb = lag.evaluate_and_keep(lag.prices)
+    chains = scale._chains
+    calls: list[int] = []
+
+    def recorded(m_: scale.Model, x_: np.ndarray, rc_: np.ndarray) -> list[np.ndarray]:
+        calls.append(int(x_.sum()))
+        return chains(m_, x_, rc_)
+
+    def repaired() -> tuple[np.ndarray, int]:
+        xr, obj, _det, _k = scale._repair(m, x, m.objective(x), rc, lag, 20.0, 0, 0, lambda o: 1.0,
+                                          lambda xn, on: None)
+        assert scale.check(m, xr) == [] and obj == m.objective(xr)
+        return xr, obj
+
+    monkeypatch.setattr(scale, "_chains", recorded)
+    placed_all, obj = repaired()
+    assert calls == [2] and placed_all.sum() == 3 and obj < m.objective(x)
+    # Without them, nothing places s.
+    calls.clear()
+    monkeypatch.setattr(scale, "_chains", lambda m_, x_, rc_: (calls.append(int(x_.sum())), [])[1])
+    xr, obj = repaired()
+    assert calls == [2] and xr.sum() == 2 and obj == m.objective(x)
+    # A round of chains once per set of short workloads; none when nothing is short.
+    tried: set[bytes] = set()
+    assert scale._chain_worth(m, x, tried) and not scale._chain_worth(m, x, tried)
+    only_h2 = x.copy()
+    only_h2[(m.cw == 0) & (m.offer == 0)] = 0  # h1 short too: another set
+    assert scale._chain_worth(m, only_h2, tried) and not scale._chain_worth(m, only_h2, tried)
+    assert not scale._chain_worth(m, placed_all, set())
+
+
+def test_the_costly_placements_neighbourhoods_double_when_a_round_brings_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    m, start = _tight_first_plan()
+    lag = scale.Lagrange(m)
+    rc, _x_rel, _lb = lag.evaluate_and_keep(lag.prices)
+    hoods, mip = scale._neighbourhoods, scale.mip
+    rounds: list[list[Any]] = []  # per round: seeds phase?, size asked, largest neighbourhood, improved?
+
+    def recorded_hoods(*args: Any) -> list[np.ndarray]:
+        out = hoods(*args)
+        rounds.append([args[6], args[8], max((len(h) for h in out), default=0), False])
+        return out
+
+    def recorded_mip(m_: scale.Model, free: np.ndarray, x: np.ndarray, *args: Any, **kw: Any) -> Any:
+        r = mip(m_, free, x, *args, **kw)
+        rounds[-1][3] |= r.objective < m_.objective(x)
+        return r
+
+    monkeypatch.setattr(scale, "_neighbourhoods", recorded_hoods)
+    monkeypatch.setattr(scale, "mip", recorded_mip)
+    full = scale._hood_size(m)
+    x, obj, _det, _k = scale._repair(m, start, m.objective(start), rc, lag, 1000.0, 0, 0, lambda o: 1.0,
+                                     lambda xn, on: None, cost_size=full // 4)
+    assert scale.check(m, x) == [] and obj <= m.objective(start)
+    cost = [r for r in rounds if not r[0]]
+    assert cost[0][1] == full // 4 and cost[-1][1] == full and not cost[-1][3]  # ends at full size, stalled
+    for a, b in itertools.pairwise(cost):
+        assert b[1] == (a[1] if a[3] else min(full, 2 * a[1]))  # doubled only after a round that brought nothing
+    assert all(r[2] <= r[1] for r in cost)  # no costly-placement neighbourhood above the size asked
+    # The size caps the costly placements' neighbourhoods only, not those around short workloads.
+    offers, pools = np.arange(len(m.avail)), np.arange(len(m.pool_limit))
+    args = (m, start, rc, offers, pools, lag.best_prices)
+    seeds, seeds_capped = hoods(*args, True), hoods(*args, True, None, 20)
+    assert [h.tolist() for h in seeds] == [h.tolist() for h in seeds_capped] and max(len(h) for h in seeds) > 20
+    assert max(len(h) for h in hoods(*args, False, None, 20)) <= 20 < max(len(h) for h in hoods(*args, False))
 
 
 def _two_offer_scenario() -> Scenario:
