@@ -2127,7 +2127,8 @@ def _chain_worth(m: Model, x: np.ndarray, tried: set[bytes]) -> bool:
 def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
     """Per workload left short, a neighbourhood grown breadth-first along chains of moves: its best
     offers at the reduced costs ``rc`` (``CHAIN_OFFERS``), their holders, those holders' best offers,
-    theirs, and so on, up to ``CHAIN_WORKLOADS`` workloads. Where the room a short workload needs
+    theirs, and so on, up to ``CHAIN_WORKLOADS`` workloads; only those that reach past the holders
+    of its own offers (the seeds' neighbourhood held those already). Where the room a short workload needs
     is held by workloads whose own alternatives are full too, only a chain frees it: the
     neighbourhoods of ``_neighbourhoods`` stop at the holders of its offers and their pools. (On
     large-tight from another LP vertex, one replica stayed short through them and was placed only by
@@ -2144,7 +2145,9 @@ def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
         chosen = dict.fromkeys([seed])
         frontier = [seed]
         seen: set[int] = set()
+        depth = 0
         while frontier and len(chosen) < CHAIN_WORKLOADS:
+            depth += 1
             nxt = []
             for w in frontier:
                 s, e = int(m.start[w]), int(m.start[w + 1])
@@ -2158,7 +2161,10 @@ def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
                             chosen[h] = None
                             nxt.append(h)
             frontier = nxt
-        out.append(np.asarray(sorted(chosen), np.int64))
+        # A chain that ends at the holders of the short workload's own offers holds no more than its
+        # seeds' neighbourhood did (those holders, and more): not solved again.
+        if depth > 2 or (depth == 2 and frontier):
+            out.append(np.asarray(sorted(chosen), np.int64))
     return out
 
 

@@ -907,6 +907,10 @@ def test_a_chain_neighbourhood_reaches_the_holders_of_the_holders_offers() -> No
     assert chain.tolist() == [0, 1, 2]
     r = scale.mip(m, chain, x, scale.NEIGHBOURHOOD_NODES, rc, scale.NEIGHBOURHOOD_TOP_K)
     assert r.x.sum() == 3 and r.objective < m.objective(x) and scale.check(m, r.x) == []
+    # With B free, the chain ends at h1, the holder of s's own offer: no chain (the seeds' had it).
+    b_free = x.copy()
+    b_free[(m.cw == 1) & (m.offer == 1)] = 0
+    assert scale._chains(m, b_free, rc) == []
 
 
 def test_the_repair_tries_chains_once_the_seeds_stall_and_once_per_set_of_short(
