@@ -2132,7 +2132,7 @@ def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
     is held by workloads whose own alternatives are full too, only a chain frees it: the
     neighbourhoods of ``_neighbourhoods`` stop at the holders of its offers and their pools. (On
     large-tight from another LP vertex, one replica stayed short through them and was placed only by
-    the whole-component MIP, 22 s later; its offer's 12 holders had to move first. A chain
+    the whole-component MIP, a 22 s solve; its offer's 12 holders had to move first. A chain
     neighbourhood of 300 placed it in 0.2 s.)"""
     placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
     short = np.flatnonzero(_short(m, placed))
