@@ -2113,10 +2113,25 @@ def _repair(m: Model, x: np.ndarray, obj: int, rc: np.ndarray, lag: Lagrange, de
     return x, obj, det, k
 
 
+def _short_by_penalty(m: Model, x: np.ndarray) -> np.ndarray:
+    """The workloads ``x`` leaves short (``_short``), the highest penalty first (then by index)."""
+    short = np.flatnonzero(_short(m, np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)))
+    out: np.ndarray = short[np.lexsort((short, -m.penalty[short]))]
+    return out
+
+
+def _offer_holders(m: Model, x: np.ndarray) -> dict[int, list[int]]:
+    """Per offer, the workloads ``x`` places on it."""
+    holders: dict[int, list[int]] = defaultdict(list)
+    for c in np.flatnonzero(x).tolist():
+        holders[int(m.offer[c])].append(int(m.cw[c]))
+    return holders
+
+
 def _chain_worth(m: Model, x: np.ndarray, tried: set[bytes]) -> bool:
     """Whether chain neighbourhoods (``_chains``) are worth a round: at most ``FEW_SHORT`` workloads
     left short, and not this same set of them already (it is added to ``tried``)."""
-    short = np.flatnonzero(_short(m, np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)))
+    short = _short_by_penalty(m, x)
     key = short.tobytes()
     if not 0 < len(short) <= FEW_SHORT or key in tried:
         return False
@@ -2134,20 +2149,16 @@ def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
     large-tight from another LP vertex, one replica stayed short through them and was placed only by
     the whole-component MIP, a 22 s solve; its offer's 12 holders had to move first. A chain
     neighbourhood of 300 placed it in 0.2 s.)"""
-    placed = np.bincount(m.cw, weights=x, minlength=m.n_w).astype(np.int64)
-    short = np.flatnonzero(_short(m, placed))
-    short = short[np.lexsort((short, -m.penalty[short]))]
-    holders: dict[int, list[int]] = defaultdict(list)
-    for c in np.flatnonzero(x).tolist():
-        holders[int(m.offer[c])].append(int(m.cw[c]))
+    holders = _offer_holders(m, x)
     out = []
-    for seed in short.tolist():
+    for seed in _short_by_penalty(m, x).tolist():
         chosen = dict.fromkeys([seed])
         frontier = [seed]
         seen: set[int] = set()
-        depth = 0
+        ring = 0  # of the workloads added now: 1 = holders of the seed's own offers
+        far = False  # whether any holder beyond those was added
         while frontier and len(chosen) < CHAIN_WORKLOADS:
-            depth += 1
+            ring += 1
             nxt = []
             for w in frontier:
                 s, e = int(m.start[w]), int(m.start[w + 1])
@@ -2160,10 +2171,11 @@ def _chains(m: Model, x: np.ndarray, rc: np.ndarray) -> list[np.ndarray]:
                         if h not in chosen and len(chosen) < CHAIN_WORKLOADS:
                             chosen[h] = None
                             nxt.append(h)
+                            far = far or ring > 1
             frontier = nxt
         # A chain that ends at the holders of the short workload's own offers holds no more than its
         # seeds' neighbourhood did (those holders, and more): not solved again.
-        if depth > 2 or (depth == 2 and frontier):
+        if far:
             out.append(np.asarray(sorted(chosen), np.int64))
     return out
 
@@ -2334,11 +2346,8 @@ def _neighbourhoods(m: Model, x: np.ndarray, rc: np.ndarray, tight_offers: np.nd
     counts = m.start[1:] - m.start[:-1]
     # Workloads that could have more replicas: not those no plan can place (no room at all) nor
     # those at the most their budget affords.
-    short = np.flatnonzero(_short(m, placed))
-    short = short[np.lexsort((short, -m.penalty[short]))]
-    holders_o: dict[int, list[int]] = defaultdict(list)
-    for c in np.flatnonzero(x).tolist():
-        holders_o[int(m.offer[c])].append(int(m.cw[c]))
+    short = _short_by_penalty(m, x)
+    holders_o = _offer_holders(m, x)
     pools_of = [m.pool_id[m.pool_start[o]:m.pool_start[o + 1]].tolist() for o in range(len(m.avail))]
     holders_p: dict[int, set[int]] = defaultdict(set)
     for o, ws in holders_o.items():
