@@ -29,9 +29,11 @@ workloads. This planner minimises the same objective under the same hard constra
      their first plan takes the workloads with little choice first (``_order``'s ``scarce_first``),
      then those it left short (``squeaky``). Their prices and bound come from one LP over the whole
      component, restricted to each workload's cheapest few candidates and the first plan's
-     (``whole_lp_model``, ``whole_lp_prices``), solved in a worker process from the first plan on,
+     (``whole_lp_model``, ``whole_lp_start``), solved in a worker process from the first plan on,
      while this one runs the squeaky rounds; the Lagrangian at its duals bounds all candidates, and
-     the first plan is repaired as a whole at them (``pop_finish``). Where that LP gives no prices
+     the first plan is repaired as a whole at them (``pop_finish``). That process keeps the LP for
+     a second round during the repair, on the columns that price out at its duals
+     (``whole_lp_more``), for the bound. Where that LP gives no prices
      (its iteration limit), POP: the component is split into parts (``pop_parts``), each solved
      as a large component below (in parallel), their prices bound it and their plans, merged,
      are repaired instead of the first plan where they are better;
@@ -103,6 +105,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -177,6 +180,8 @@ POP_BOUND_ITERATIONS = 10  # subgradient steps on the whole component after the 
 POP_BY_OFFER = True  # parts get whole offers (pop_parts by_offer) rather than a share of each
 POP_LP_COLUMNS = 4  # the LP over a whole split component, for its prices: each workload's cheapest candidates
 POP_LP_ITERATIONS = 1_000_000  # (and the first plan's), at most this many simplex iterations (no prices beyond)
+POP_LP_ADD_COLUMNS = 2  # then, for its second round, each workload's this many of most negative reduced cost,
+POP_LP_MORE_SHARE = 0.25  # at most this share of the first round's simplex iterations
 PRUNE_MIN_CANDIDATES = 4_000_000  # models with more candidates than this are pruned (``filtered_model``):
 PRUNE_KEEP = 96  # every workload keeps this many cheapest candidates,
 PRUNE_SPREAD = 32  # and this many more spread through the rest by cost
@@ -2485,25 +2490,35 @@ def pop_parts(m: Model, k: int, by_offer: bool = False) -> list[Model]:
     return out
 
 
+def _without_own_rows(m: Model) -> Model:
+    """``m`` without workloads' own budgets and spread: the model of the LP over a whole split
+    component (``whole_lp_model``), whose rows for them would outnumber the shared limits' many
+    times over (the Lagrangian keeps both exactly)."""
+    one = np.ones(m.n_w, np.int64)
+    return replace(m, cache={}, min_providers=one, min_regions=one, budget=np.full(m.n_w, -1, np.int64))
+
+
 def whole_lp_model(m: Model, start: np.ndarray) -> Model:
-    """The model of ``whole_lp_prices`` for a component too large for the LP by column generation:
+    """The model of ``whole_lp_start`` for a component too large for the LP by column generation:
     each workload's ``POP_LP_COLUMNS`` cheapest candidates and those the plan ``start`` uses, without
-    budgets of their own and spread (whose rows would outnumber the shared limits' many times over;
-    the Lagrangian keeps both exactly)."""
+    budgets of their own and spread (``_without_own_rows``)."""
     live = np.flatnonzero(m.cap > 0)
     keep = start > 0
     keep[live[_rank_in_group(m.cw[live], m.cost[live]) < POP_LP_COLUMNS]] = True
-    one = np.ones(m.n_w, np.int64)
-    return replace(_keep_candidates(m, keep), min_providers=one, min_regions=one, budget=np.full(m.n_w, -1, np.int64))
+    return _without_own_rows(_keep_candidates(m, keep))
 
 
-def whole_lp_prices(lm: Model) -> Prices | None:
-    """The duals of the LP over every candidate of ``lm`` (``whole_lp_model``) as prices of the shared
-    limits, for the bound of a split component: whatever its columns, the Lagrangian at its duals is
-    a valid bound for all candidates. One solve, no column generation (a round over a hundred
-    thousand workloads costs as much as the first solve). None if HiGHS stops at
-    ``POP_LP_ITERATIONS``. Dual simplex without presolve: with presolve, the same LP spent most of
-    its time removing the cost perturbation. One thread: deterministic."""
+# The LPs over whole split components that ``whole_lp_start`` solved in this process, by key, kept
+# for their second round (``whole_lp_more``).
+_WHOLE_LPS: dict[int, tuple[_RestrictedLP, _LPRows, int]] = {}
+
+
+def whole_lp_start(lm: Model, key: int | None = None) -> tuple[Prices, np.ndarray] | None:
+    """The duals of the LP over every candidate of ``lm`` (``whole_lp_model``): the prices of the
+    shared limits and the workloads' own duals (per workload, for ``_priced_out``). Dual simplex
+    without presolve: with presolve, the same LP spent most of its time removing the cost
+    perturbation. One thread: deterministic. None if HiGHS stops at ``POP_LP_ITERATIONS``. With a
+    ``key``, the LP is kept in this process for one more round (``whole_lp_more``)."""
     rows = _LPRows(lm)
     lp = _RestrictedLP(lm, rows)
     lp.h.setOptionValue("simplex_iteration_limit", POP_LP_ITERATIONS)
@@ -2512,7 +2527,71 @@ def whole_lp_prices(lm: Model) -> Prices | None:
         _xv, y, _value = lp.solve()
     except PlacementError:
         return None
-    return rows.duals(y)[2]
+    if key is not None:
+        _WHOLE_LPS[key] = (lp, rows, int(lp.h.getInfo().simplex_iteration_count))
+    yw, _yb, prices = rows.duals(y)
+    return prices, yw
+
+
+def whole_lp_prices(lm: Model) -> Prices | None:
+    """``whole_lp_start``'s prices alone: whatever the LP's columns, the Lagrangian at its duals is a
+    valid bound for all candidates."""
+    got = whole_lp_start(lm)
+    return None if got is None else got[0]
+
+
+def whole_lp_more(key: int, more: Model | None, share: float | None = None) -> Prices | None:
+    """The second round of the LP ``whole_lp_start`` kept under ``key``: the candidates of ``more``
+    (the model it was built from, with other candidates: ``_priced_out``) added as columns, the LP
+    re-solved from its last basis, for at most ``share`` of the first round's simplex iterations
+    (default ``POP_LP_MORE_SHARE``; the caller passes it, as a worker process has its own module);
+    its new prices, optimal or not (dual simplex: the Lagrangian at any prices is a valid bound, and
+    the caller keeps the better). The LP is dropped either way (``more`` None: only that). On
+    xl-tight (49,625 workloads) the first round's prices bounded the component at 240 k $/h, two
+    more columns per workload and one re-solve to optimality (9 s alone) at 280 k, the LP itself
+    (four rounds of four, 215 s) at 329 k; the plan repaired at the LP's own prices was no better.
+    Uncapped, the re-solve on xxl-loose outlasted the repair by 105 s (bench/README.md)."""
+    kept = _WHOLE_LPS.pop(key, None)
+    if kept is None or more is None or not more.n_c:
+        return None
+    lp, rows, first = kept
+    # Same workloads, offers, pools and teams, so the same rows; only the candidates differ.
+    lp.m = rows.m = more
+    lp.add(np.arange(more.n_c, dtype=np.int64))
+    share = POP_LP_MORE_SHARE if share is None else share
+    lp.h.setOptionValue("simplex_iteration_limit", max(1, int(share * first)))
+    lp.h.setOptionValue("simplex_strategy", 1)
+    lp.h.run()
+    if lp.h.getInfo().dual_solution_status == 0:  # (kSolutionStatusNone) no duals at all
+        return None
+    return rows.duals(np.asarray(lp.h.getSolution().row_dual, np.float64))[2]
+
+
+def _priced_out(m: Model, rc: np.ndarray, yw: np.ndarray, in_lp: np.ndarray) -> Model | None:
+    """For the second round of the LP over a whole split component: each workload's
+    ``POP_LP_ADD_COLUMNS`` candidates of most negative reduced cost in that LP (``rc``: the
+    Lagrangian's reduced costs at its prices, ``yw``: its workloads' duals), among those not in it
+    (``in_lp``), as a model of that LP (``_without_own_rows``); None if none prices out."""
+    red = (rc - m.penalty[m.cw]) / MONEY_SCALE - yw[m.cw]
+    neg = np.flatnonzero((m.cap > 0) & ~in_lp & (red < -1e-7))
+    if not len(neg):
+        return None
+    keep = np.zeros(m.n_c, bool)
+    keep[neg[_rank_in_group(m.cw[neg], red[neg]) < POP_LP_ADD_COLUMNS]] = True
+    return _without_own_rows(_keep_candidates(m, keep))
+
+
+@dataclass
+class WholeLP:
+    """The first round of the LP over a whole split component (``whole_lp_start``), for
+    ``pop_finish``: its prices, its workloads' duals, which of the component's candidates it has,
+    and ``more``, which starts its second round (``whole_lp_more``) on the given columns and
+    returns a call that waits for that round's prices."""
+
+    prices: Prices
+    yw: np.ndarray
+    in_lp: np.ndarray
+    more: Callable[[Model | None], Callable[[], Prices | None]]
 
 
 def _zero_priced(m: Model) -> tuple[Lagrange, np.ndarray, np.ndarray, float]:
@@ -2524,11 +2603,12 @@ def _zero_priced(m: Model) -> tuple[Lagrange, np.ndarray, np.ndarray, float]:
 
 def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[Prices], det_budget: float, seed: int,
                unplaceable: int, by_offer: bool, lp_prices: Prices | None = None,
-               zero: list[tuple[Lagrange, np.ndarray, np.ndarray, float]] | None = None) -> ComponentResult:
+               zero: list[tuple[Lagrange, np.ndarray, np.ndarray, float]] | None = None,
+               whole: WholeLP | None = None) -> ComponentResult:
     """A component too large for one LP, from its first feasible plan ``start`` or, where it was
     split into parts, their plans ``x`` merged (None: not split): a bound for the whole component
     (the Lagrangian at zero prices, at the parts' mean prices and at ``lp_prices``, those of
-    ``whole_lp_prices``, then subgradient steps from the best), the capacity the parts left unused
+    ``whole_lp_start``, then subgradient steps from the best), the capacity the parts left unused
     filled by the greedy at those prices, then neighbourhood repair (across the parts' seams) at
     them, from ``start`` where that is better than the merge. (On xxl-tight the whole LP's prices
     took the plan from 908 k to 750 k above the penalty, the bound from 342 k to 512 k. The greedy
@@ -2536,7 +2616,10 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
     904 k even with twice its budget.) ``zero``: ``[_zero_priced(m)]``, where the caller has it already
     (taken out of the list: its per-candidate arrays are not held through the repair).
     The subgradient steps run in a thread during the repair; the repair itself goes on at the best
-    prices before them."""
+    prices before them. ``whole``: the first round of that LP (its prices are ``lp_prices``), whose
+    second round (``whole_lp_more``, on the columns that price out at them) runs during the repair
+    too, where the LP was solved (a worker process); the steps start from its prices where they
+    bound more. For the bound only: the plan is the same with or without it."""
     t0 = time.perf_counter()
     lag, rc, x_rel, lb = zero.pop() if zero else _zero_priced(m)
     if prices:
@@ -2546,8 +2629,11 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
         lag.prices = Prices(offer, np.mean([p.pool for p in prices], axis=0),
                             np.mean([p.budget for p in prices], axis=0), np.mean([p.share for p in prices], axis=0))
         rc, x_rel, lb = lag.evaluate_and_keep(lag.prices)
+    later: Callable[[], Prices | None] | None = None
     if lp_prices is not None:
         rc_lp, x_rel_lp, lb_lp = lag.evaluate_and_keep(lp_prices)
+        if whole is not None:
+            later = whole.more(_priced_out(m, rc_lp, whole.yw, whole.in_lp))
         if lb_lp > lb:  # the better prices steer the fill and the repair too
             lag.prices, rc, x_rel = lp_prices, rc_lp, x_rel_lp
         del rc_lp, x_rel_lp  # per-candidate arrays of the whole component: not held through the repair
@@ -2564,8 +2650,15 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
     lifted = copy.copy(lag)
     lifted.theta = THETA0 / 8
     upper = float(obj)
+
+    def lift() -> None:
+        if later is not None and (second := later()) is not None:
+            lifted.evaluate_and_keep(second)
+            lifted.prices = lifted.best_prices
+        lifted.run(POP_BOUND_ITERATIONS, lambda: upper)
+
     ex = ThreadPoolExecutor(max_workers=1)
-    steps = ex.submit(lifted.run, POP_BOUND_ITERATIONS, lambda: upper)
+    steps = ex.submit(lift)
     ex.shutdown(wait=False)
     traj = [(time.perf_counter() - t0, obj, lag.bound(obj))]
 
@@ -2591,6 +2684,14 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
 # ==================================================================================================
 # Decomposition and the whole problem
 # ==================================================================================================
+
+
+def _more_of(lp_pool: ProcessPoolExecutor | None, key: int, more: Model | None) -> Callable[[], Prices | None]:
+    """``WholeLP.more``: the second round of the LP kept under ``key``, in ``lp_pool``'s process
+    where it was solved, else here when its prices are asked for."""
+    if lp_pool is None:
+        return partial(whole_lp_more, key, more, POP_LP_MORE_SHARE)
+    return lp_pool.submit(whole_lp_more, key, more, POP_LP_MORE_SHARE).result
 
 
 def components(m: Model) -> list[np.ndarray]:
@@ -2678,7 +2779,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
 
     first_plan(obj_first)
     # Components too large for one LP by column generation (those of them the relaxation at cost
-    # does not solve): the LP over the whole, for their prices (``whole_lp_prices``), from now on in a
+    # does not solve): the LP over the whole, for their prices (``whole_lp_start``), from now on in a
     # worker process where there is one, while this one goes on with the squeaky rounds and the
     # other components.
     subs: dict[int, Model] = {}
@@ -2692,7 +2793,11 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
     with contextlib.ExitStack() as stack:
         pool = (stack.enter_context(ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx))
                 if workers > 1 else None)
-        early = {i: pool.submit(whole_lp_prices, lm) for i, lm in lp_models.items()} if pool is not None else {}
+        # The LPs over whole components in a process of their own, which keeps each for its second
+        # round (``whole_lp_more``) while the other worker processes take the other components.
+        lp_pool = (stack.enter_context(ProcessPoolExecutor(max_workers=1, mp_context=ctx))
+                   if workers > 1 and lp_models else None)
+        early = {i: lp_pool.submit(whole_lp_start, lm, i) for i, lm in lp_models.items()} if lp_pool else {}
         if scarce:  # and those the greedy left short go first in a few more rounds
             x_first, obj_first = squeaky(m, rc0, order0, x_first, obj_first, SQUEAKY_ROUNDS, first_plan)
         # The derived data of the whole model (the greedy's per-candidate lists, ``Residual``) is not
@@ -2820,7 +2925,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
         run_all(tasks)
         tasks.clear()  # their models: freed before the largest components' repair
         # 3. Components too large for one LP: repaired and bounded as a whole at the prices of the LP
-        # over the whole (``whole_lp_prices``), from their first plan. Where that LP gives no prices,
+        # over the whole (``whole_lp_start``), from their first plan. Where that LP gives no prices,
         # POP: the component is split into parts solved independently (in parallel), whose prices
         # bound it and whose plans, merged, replace the first plan where they are better. (Where the
         # LP gave prices, on xl and xxl, the merged parts were 14-85 % above the first plan after its
@@ -2831,7 +2936,12 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             # The Lagrangian at zero prices while the worker is still solving the LP (on xxl the
             # squeaky rounds end about 11 s before it).
             zero = [_zero_priced(sub)] if i in early else []
-            whole = early[i].result() if i in early else whole_lp_prices(lp_models[i])
+            first = early[i].result() if i in early else whole_lp_start(lp_models[i], i)
+            whole = None
+            if first is not None:
+                in_lp = np.zeros(sub.n_c, bool)
+                in_lp[np.searchsorted(sub.cand_ids, lp_models[i].cand_ids)] = True
+                whole = WholeLP(first[0], first[1], in_lp, partial(_more_of, lp_pool, i))
             prices: list[Prices] = []
             merged = None
             if whole is None:
@@ -2843,7 +2953,9 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
                 prices = [p for p in (r.prices for r in run_all(parts)) if p is not None]
                 del parts
                 merged = x[sub.cand_ids]
-            r = pop_finish(sub, merged, start, prices, share, seed, fixed_penalty(sub), by_offer, whole, zero)
+            r = pop_finish(sub, merged, start, prices, share, seed, fixed_penalty(sub), by_offer,
+                           None if whole is None else whole.prices, zero, whole)
+            del whole
             x[sub.cand_ids] = r.x
             det += r.det_time
             optimal = optimal and r.optimal

@@ -565,7 +565,7 @@ def test_split_components_give_a_feasible_plan_with_a_valid_bound(by_offer: bool
     the whole; split into parts (POP) only where that LP gives no prices."""
     monkeypatch.setattr(scale, "POP_BY_OFFER", by_offer)
     if not lp_prices:
-        monkeypatch.setattr(scale, "whole_lp_prices", lambda lm: None)
+        monkeypatch.setattr(scale, "whole_lp_start", lambda lm, key=None: None)
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
     monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
     monkeypatch.setattr(scale, "POP_PART_WORKLOADS", 50)
@@ -1295,6 +1295,52 @@ def test_whole_lp_prices_lift_the_bound_and_stay_below_the_optimum(monkeypatch: 
     assert scale.whole_lp_prices(scale.whole_lp_model(m, start)) is None
 
 
+def test_the_whole_lps_second_round_adds_the_columns_that_price_out_and_lifts_the_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "POP_LP_MORE_SHARE", 100.0)  # solved to optimality (the cap: below)
+    s = generate(47, 150, 40, "tight")
+    m = _model(s)
+    start = _scarce_first_plan(m)
+    lm = scale.whole_lp_model(m, start)
+    first = scale.whole_lp_start(lm, 7)
+    assert first is not None and 7 in scale._WHOLE_LPS
+    prices, yw = first
+    lag = scale.Lagrange(m)
+    rc, _, lb1 = lag.evaluate(prices)
+    in_lp = np.zeros(m.n_c, bool)
+    in_lp[np.searchsorted(m.cand_ids, lm.cand_ids)] = True
+    more = scale._priced_out(m, rc, yw, in_lp)
+    assert more is not None
+    # Per workload, its POP_LP_ADD_COLUMNS most negative reduced costs among the live candidates
+    # not in the LP, and only those.
+    red = (rc - m.penalty[m.cw]) / scale.MONEY_SCALE - yw[m.cw]
+    expected: set[int] = set()
+    for w in range(m.n_w):
+        cs = [c for c in range(int(m.start[w]), int(m.start[w + 1]))
+              if m.cap[c] > 0 and not in_lp[c] and red[c] < -1e-7]
+        expected |= set(sorted(cs, key=lambda c: (red[c], c))[:scale.POP_LP_ADD_COLUMNS])
+    assert expected and set(more.cand_ids.tolist()) == set(m.cand_ids[sorted(expected)].tolist())
+    assert (more.budget == -1).all() and (more.min_providers == 1).all() and (more.min_regions == 1).all()
+    second = scale.whole_lp_more(7, more)
+    assert second is not None and 7 not in scale._WHOLE_LPS  # the LP is dropped after its second round
+    lb2 = lag.evaluate(second)[2]
+    optimum, _ = _exact_objective(s)
+    # With four columns per workload this tight instance's first prices are far too high (the
+    # bound falls below zero); those that price out at them bring them down.
+    assert lb1 < 0 < lb2 <= optimum * scale.MONEY_SCALE + 1
+    assert lb2 > lag.evaluate(lag.prices)[2]  # above the bound at zero prices too
+    # Stopped at its iteration cap, the round still gives prices, and they still bound.
+    monkeypatch.setattr(scale, "POP_LP_MORE_SHARE", 0.01)
+    assert scale.whole_lp_start(lm, 9) is not None
+    capped = scale.whole_lp_more(9, more)
+    assert capped is not None and lag.evaluate(capped)[2] <= optimum * scale.MONEY_SCALE + 1
+    assert lag.evaluate(capped)[2] < lb2
+    # Without a kept LP, or with nothing to add, no second round.
+    assert scale.whole_lp_more(7, more) is None
+    assert scale.whole_lp_start(lm, 8) is not None and scale.whole_lp_more(8, None) is None
+    assert 8 not in scale._WHOLE_LPS
+
+
 def test_a_split_component_is_bounded_by_the_whole_lp_and_workers_do_not_matter(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
@@ -1308,9 +1354,28 @@ def test_a_split_component_is_bounded_by_the_whole_lp_and_workers_do_not_matter(
     two = scale.solve_model(m, 2.0, 0, 2)
     assert (one.x == two.x).all() and (one.objective, one.bound) == (two.objective, two.bound)
     assert scale.check(m, one.x) == [] and one.bound <= one.objective
-    monkeypatch.setattr(scale, "whole_lp_prices", lambda lm: None)
+    monkeypatch.setattr(scale, "whole_lp_start", lambda lm, key=None: None)
     without = scale.solve_model(m, 2.0, 0, 1)
     assert without.bound < one.bound
+
+
+def test_the_whole_lps_second_round_lifts_a_split_components_bound_and_leaves_its_plan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "EXACT_MAX_CANDIDATES", 10)
+    monkeypatch.setattr(scale, "POP_MAX_WORKLOADS", 60)
+    # Uncapped: on an instance this small, a quarter of the first round's iterations ends the
+    # second round at prices that bound less than zero prices (kept anyway: the better bound counts).
+    monkeypatch.setattr(scale, "POP_LP_MORE_SHARE", 100.0)
+    m = _model(generate(47, 150, 40, "tight"))
+    two = scale.solve_model(m, 2.0, 0, 2)  # the second round in the LP's worker process
+    one = scale.solve_model(m, 2.0, 0, 1)  # here
+    assert (one.x == two.x).all() and (one.objective, one.bound) == (two.objective, two.bound)
+    monkeypatch.setattr(scale, "whole_lp_more", lambda key, more, share=0.0: None)
+    first_round = scale.solve_model(m, 2.0, 0, 1)
+    assert (first_round.x == one.x).all() and first_round.objective == one.objective
+    assert first_round.bound < one.bound
+    optimum, _ = _exact_objective(generate(47, 150, 40, "tight"))
+    assert one.bound <= optimum * scale.MONEY_SCALE + 1
 
 
 def test_residual_lists_are_32_bit_where_the_values_fit_and_keep_them_exactly() -> None:
