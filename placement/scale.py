@@ -2533,13 +2533,6 @@ def whole_lp_start(lm: Model, key: int | None = None) -> tuple[Prices, np.ndarra
     return prices, yw
 
 
-def whole_lp_prices(lm: Model) -> Prices | None:
-    """``whole_lp_start``'s prices alone: whatever the LP's columns, the Lagrangian at its duals is a
-    valid bound for all candidates."""
-    got = whole_lp_start(lm)
-    return None if got is None else got[0]
-
-
 def whole_lp_more(key: int, more: Model | None, share: float | None = None) -> Prices | None:
     """The second round of the LP ``whole_lp_start`` kept under ``key``: the candidates of ``more``
     (the model it was built from, with other candidates: ``_priced_out``) added as columns, the LP
@@ -2585,13 +2578,20 @@ def _priced_out(m: Model, rc: np.ndarray, yw: np.ndarray, in_lp: np.ndarray) -> 
 class WholeLP:
     """The first round of the LP over a whole split component (``whole_lp_start``), for
     ``pop_finish``: its prices, its workloads' duals, which of the component's candidates it has,
-    and ``more``, which starts its second round (``whole_lp_more``) on the given columns and
-    returns a call that waits for that round's prices."""
+    and where it is kept: under ``key`` in ``pool``'s process, or in this one (``pool`` None)."""
 
     prices: Prices
     yw: np.ndarray
     in_lp: np.ndarray
-    more: Callable[[Model | None], Callable[[], Prices | None]]
+    key: int
+    pool: ProcessPoolExecutor | None
+
+    def more(self, columns: Model | None) -> Callable[[], Prices | None]:
+        """Starts its second round (``whole_lp_more``) on ``columns`` where the LP is kept, and
+        returns a call that waits for that round's prices (here: that runs it)."""
+        if self.pool is None:
+            return partial(whole_lp_more, self.key, columns, POP_LP_MORE_SHARE)
+        return self.pool.submit(whole_lp_more, self.key, columns, POP_LP_MORE_SHARE).result
 
 
 def _zero_priced(m: Model) -> tuple[Lagrange, np.ndarray, np.ndarray, float]:
@@ -2684,14 +2684,6 @@ def pop_finish(m: Model, x: np.ndarray | None, start: np.ndarray, prices: list[P
 # ==================================================================================================
 # Decomposition and the whole problem
 # ==================================================================================================
-
-
-def _more_of(lp_pool: ProcessPoolExecutor | None, key: int, more: Model | None) -> Callable[[], Prices | None]:
-    """``WholeLP.more``: the second round of the LP kept under ``key``, in ``lp_pool``'s process
-    where it was solved, else here when its prices are asked for."""
-    if lp_pool is None:
-        return partial(whole_lp_more, key, more, POP_LP_MORE_SHARE)
-    return lp_pool.submit(whole_lp_more, key, more, POP_LP_MORE_SHARE).result
 
 
 def components(m: Model) -> list[np.ndarray]:
@@ -2941,7 +2933,7 @@ def solve_model(m: Model, det_budget: float, seed: int, workers: int,
             if first is not None:
                 in_lp = np.zeros(sub.n_c, bool)
                 in_lp[np.searchsorted(sub.cand_ids, lp_models[i].cand_ids)] = True
-                whole = WholeLP(first[0], first[1], in_lp, partial(_more_of, lp_pool, i))
+                whole = WholeLP(first[0], first[1], in_lp, i, lp_pool)
             prices: list[Prices] = []
             merged = None
             if whole is None:

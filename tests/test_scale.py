@@ -1057,6 +1057,12 @@ def test_scarce_first_order_puts_little_choice_first_then_follows_the_penalty(va
     assert scale.check(m, x) == []
 
 
+def _whole_lp_prices(lm: scale.Model) -> scale.Prices | None:
+    """The first round's prices of the LP over a whole split component (None: no prices)."""
+    got = scale.whole_lp_start(lm)
+    return None if got is None else got[0]
+
+
 def _scarce_first_plan(m: scale.Model) -> np.ndarray:
     """The first plan a split component gets: the greedy at cost, the workloads with little choice first."""
     cost = m.cost.astype(np.float64)
@@ -1114,7 +1120,7 @@ def test_a_component_not_split_is_repaired_from_its_first_plan_without_a_fill_be
 
 def test_the_bound_steps_run_beside_the_repair_and_count_in_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     m, start = _tight_first_plan()
-    lp = scale.whole_lp_prices(scale.whole_lp_model(m, start))
+    lp = _whole_lp_prices(scale.whole_lp_model(m, start))
     assert lp is not None
     seen: list[float] = []
     repair = scale._repair
@@ -1278,7 +1284,7 @@ def test_whole_lp_prices_lift_the_bound_and_stay_below_the_optimum(monkeypatch: 
         s = generate(31 if variant == "loose" else 47, 90 if variant == "loose" else 150, 36, variant)
         m = _model(s)
         start = _scarce_first_plan(m)
-        prices = scale.whole_lp_prices(scale.whole_lp_model(m, start))
+        prices = _whole_lp_prices(scale.whole_lp_model(m, start))
         assert prices is not None
         lag = scale.Lagrange(m)
         zero = lag.evaluate(lag.prices)[2]
@@ -1292,7 +1298,7 @@ def test_whole_lp_prices_lift_the_bound_and_stay_below_the_optimum(monkeypatch: 
             assert zero < at_lp == pytest.approx(lp.bound, rel=1e-6)
     # Stopped at its iteration limit, the LP gives no prices.
     monkeypatch.setattr(scale, "POP_LP_ITERATIONS", 1)
-    assert scale.whole_lp_prices(scale.whole_lp_model(m, start)) is None
+    assert _whole_lp_prices(scale.whole_lp_model(m, start)) is None
 
 
 def test_the_whole_lps_second_round_adds_the_columns_that_price_out_and_lifts_the_bound(
